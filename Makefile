@@ -1,0 +1,26 @@
+# Two entry points do all the set-up on a fresh machine (see README):
+#   make run   - the headline job: bench run --method dear --suite beir (offline default)
+#   make test  - the test suite (CPU only, offline)
+VENV ?= .venv
+BENCH := $(VENV)/bin/bench
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: setup run test lint leaderboard
+
+setup:
+	VENV=$(VENV) bash scripts/setup.sh
+
+run: setup
+	$(BENCH) assets prepare
+	$(BENCH) run --method dear --suite beir
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+lint: setup
+	$(VENV)/bin/ruff check bench methods tests benchmarks
+
+leaderboard: setup
+	$(BENCH) leaderboard

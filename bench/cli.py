@@ -1,0 +1,229 @@
+"""The ``bench`` command line: run, ls, compare, leaderboard, assets.
+
+Usage errors (bad flags, unknown names, malformed files) print one line naming what is
+wrong and what to do, and exit with status 2. Heavy libraries (torch, pyserini, lm-eval)
+are imported only inside the subcommand that needs them, so ``bench --help`` and
+``bench ls`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.errors import UsageError
+
+DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/results"))
+DEFAULT_LEADERBOARDS = Path(os.environ.get("DISTILLBENCH_LEADERBOARDS", "leaderboards"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the whole usage block by default)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return items
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value: object = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bench",
+        description="distillbench: train distilled students with published methods and "
+        "evaluate them on standardized suites.",
+        epilog="Example: bench run --method dear --suite beir",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="train and/or evaluate a method on a suite",
+                         description="Train and evaluate METHOD on SUITE; writes one result "
+                         "JSON per dataset and seed. Rerunning an interrupted run resumes it.")
+    run.add_argument("--method", required=True, help="method name (see `bench ls`)")
+    run.add_argument("--suite", required=True, help="suite name (see `bench ls`)")
+    run.add_argument("--dataset", help="dataset id within the suite (default: the suite's)")
+    run.add_argument("--preset", choices=("smoke", "default", "full"), default="default",
+                     help="scale: smoke (minutes), default (CPU budget), full (paper scale, GPUs)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--limit", type=int, help="evaluate on at most N items (quick checks)")
+    run.add_argument("--teacher", help="teacher model: asset name, HF id or local path")
+    run.add_argument("--student", help="student model: asset name, HF id or local path")
+    run.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
+                     metavar="KEY=VALUE", help="override a hyperparameter (repeatable)")
+    run.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory")
+    run.add_argument("--work-dir", type=Path, help="checkpoints and caches (default: cache dir)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing result")
+
+    ls = sub.add_parser("ls", help="list methods, suites, losses and assets with citations",
+                        description="One line per registered entry, with its citation.")
+    ls.add_argument("what", nargs="?", choices=("methods", "suites", "losses", "assets"),
+                    help="list only this kind")
+
+    cmp_ = sub.add_parser("compare", help="mean ± std over seeds and paired significance",
+                          description="Collect results of several methods (and seeds) on one "
+                          "suite: mean ± std and a paired test of each against a baseline.")
+    cmp_.add_argument("--suite", required=True)
+    cmp_.add_argument("--methods", type=_comma_list, required=True, help="a,b,c")
+    cmp_.add_argument("--baseline", required=True, help="method every other is tested against")
+    cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
+    cmp_.add_argument("--dataset", help="only this dataset id")
+    cmp_.add_argument("--test", choices=("ttest", "bootstrap", "randomization"), default="ttest")
+    cmp_.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    cmp_.add_argument("--json", action="store_true", help="print JSON only")
+
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboard markdown from results",
+                        description="Rewrite leaderboards/<suite>.md and README.md from the "
+                        "result files; deterministic, never edited by hand.")
+    lb.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    lb.add_argument("--out", type=Path, default=DEFAULT_LEADERBOARDS)
+    lb.add_argument("--test", choices=("ttest", "bootstrap", "randomization"), default="ttest")
+
+    assets = sub.add_parser("assets", help="check or prepare the offline models and data",
+                            description="Offline assets: models and data shipped in packages.")
+    asub = assets.add_subparsers(dest="assets_command", metavar="ACTION", parser_class=_Parser)
+    asub.required = True
+    check = asub.add_parser("check", help="present/missing, version, size, sha256, source",
+                            description="Report each offline asset; exit 1 if a required one "
+                            "is missing or corrupted.")
+    check.add_argument("--json", action="store_true")
+    prep = asub.add_parser("prepare", help="convert and cache assets (idempotent)",
+                           description="One-time conversions into the cache directory "
+                           "($DISTILLBENCH_CACHE, default ~/.cache/distillbench).")
+    prep.add_argument("names", nargs="*", help="assets to prepare (default: all)")
+    return parser
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from bench.assets import ASSETS
+    from bench.suites import SUITES
+    from methods import METHODS
+    from methods.losses import LOSSES
+
+    sections = {"methods": METHODS, "suites": SUITES, "losses": LOSSES, "assets": ASSETS}
+    for kind, registry in sections.items():
+        if args.what and args.what != kind:
+            continue
+        print(f"{kind}:")
+        entries = registry.entries()
+        if not entries:
+            print("  (none yet)")
+        width = max((len(e.name) for e in entries), default=0)
+        for e in entries:
+            cite = f"  [{e.citation}]" if e.citation else ""
+            print(f"  {e.name:<{width}}  {e.summary}{cite}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.results import ResultStore
+    from bench.suites import SUITES
+    from bench.suites.base import RunOptions
+
+    suite_cls = SUITES.get(args.suite)
+    entry = SUITES.entry(args.suite)
+    allowed = entry.meta.get("methods")
+    if allowed is not None and args.method not in allowed:
+        raise UsageError(f"method {args.method!r} does not run on suite {args.suite!r}; "
+                         f"choose one of: {', '.join(allowed)}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be a positive integer")
+    options = RunOptions(
+        method=args.method, dataset=args.dataset, preset=args.preset, seed=args.seed,
+        limit=args.limit, out=args.out, work_dir=args.work_dir, overwrite=args.overwrite,
+        teacher=args.teacher, student=args.student, overrides=dict(args.overrides),
+    )
+    store = ResultStore(args.out)
+    start = time.perf_counter()
+    records = suite_cls().run(options)
+    for record in records:
+        path = store.write(record, overwrite=args.overwrite)
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
+        print(f"{record['dataset']['id']}: {metrics}  -> {path}")
+    print(f"done in {time.perf_counter() - start:.1f}s; `bench leaderboard` regenerates tables")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.leaderboard import compare, compare_data
+    from bench.results import ResultStore
+
+    records = ResultStore(args.results).load(args.suite)
+    if not records:
+        raise UsageError(f"no results for suite {args.suite!r} under {args.results}; "
+                         f"run `bench run --suite {args.suite} ...` first")
+    kwargs = dict(methods=args.methods, baseline=args.baseline, metric=args.metric,
+                  dataset=args.dataset, test=args.test)
+    if args.json:
+        print(json.dumps(compare_data(records, **kwargs), indent=2, sort_keys=True))
+    else:
+        print(compare(records, **kwargs))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.leaderboard import write_leaderboards
+    from bench.suites import SUITES
+
+    if not args.results.is_dir():
+        raise UsageError(f"{args.results}: no such results directory; pass --results DIR")
+    suites = {e.name: dict(e.meta, title=e.summary) for e in SUITES.entries()}
+    for path in write_leaderboards(args.results, args.out, suites=suites):
+        print(path)
+    return 0
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from bench import assets
+
+    if args.assets_command == "prepare":
+        assets.prepare(args.names or None)
+        return 0
+    statuses = assets.check_all()
+    if args.json:
+        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+    else:
+        print(assets.format_status(statuses))
+    return 0 if all(s.ok or s.optional for s in statuses) else 1
+
+
+COMMANDS = {"run": cmd_run, "ls": cmd_ls, "compare": cmd_compare,
+            "leaderboard": cmd_leaderboard, "assets": cmd_assets}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        message = " ".join(str(exc).splitlines())  # one line, always
+        print(f"bench: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished results and checkpoints are kept, rerun the same "
+              "command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""What every suite is: metadata (mteb-style) plus a ``run`` that returns result records."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+PRESETS = ("smoke", "default", "full")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset a suite evaluates on. ``stands_in_for`` is set for offline substitutes."""
+
+    id: str
+    description: str
+    stands_in_for: str | None = None
+    split: str = "test"
+
+
+@dataclass
+class RunOptions:
+    """Everything ``bench run`` passes to a suite; recorded in each result's config."""
+
+    method: str
+    dataset: str | None = None
+    preset: str = "default"
+    seed: int = 0
+    limit: int | None = None
+    out: Path = Path("leaderboards/results")
+    work_dir: Path | None = None  # checkpoints and caches; resumable
+    overwrite: bool = False
+    teacher: str | None = None
+    student: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+class Suite(ABC):
+    name: ClassVar[str]
+    version: ClassVar[str]
+    main_score: ClassVar[str]
+    baseline: ClassVar[str]
+    datasets: ClassVar[tuple[DatasetSpec, ...]]
+    citation: ClassVar[str] = ""
+
+    @abstractmethod
+    def run(self, options: RunOptions) -> list[dict[str, Any]]:
+        """Train/evaluate ``options.method`` and return validated result records."""

@@ -1,0 +1,96 @@
+"""CLI behaviour: usage errors exit 2 with one line; help works everywhere; ls stays light."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import build_parser, main
+
+SUBCOMMANDS = [["run"], ["ls"], ["compare"], ["leaderboard"], ["assets"], ["assets", "check"],
+               ["assets", "prepare"]]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv", SUBCOMMANDS)
+def test_help_on_every_subcommand(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--help"])
+    assert info.value.code == 0
+    assert "usage: bench" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["run", "--suite", "beir"], "--method"),
+        (["run", "--method", "dear", "--suite", "beir", "--preset", "huge"], "invalid choice"),
+        (["run", "--method", "dear", "--suite", "beir", "--seed", "x"], "invalid int value"),
+        (["run", "--method", "dear", "--suite", "bier"], "unknown suite 'bier'"),
+        (["run", "--method", "m", "--suite", "s", "--set", "novalue"], "KEY=VALUE"),
+        (["compare", "--suite", "s", "--methods", ",", "--baseline", "b"], "comma-separated"),
+        (["ls", "widgets"], "invalid choice: 'widgets'"),
+        (["leaderboard", "--results", "/nonexistent/results"], "no such results directory"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(argv, fragment, capsys):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bench: error: ")
+    assert fragment in lines[0]
+
+
+def test_compare_without_results_is_usage_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "compare", "--suite", "toy", "--methods", "a,b",
+                           "--baseline", "a", "--results", str(tmp_path))
+    assert code == 2 and "no results for suite 'toy'" in err
+
+
+def test_parser_records_overrides():
+    args = build_parser().parse_args(
+        ["run", "--method", "kd", "--suite", "instruct", "--set", "lr=1e-4", "--set", "tag=x"])
+    assert dict(args.overrides) == {"lr": 1e-4, "tag": "x"}
+
+
+def test_ls_and_help_do_not_import_heavy_packages():
+    code = (
+        "import sys, io, contextlib\n"
+        "from bench.cli import main\n"
+        "for argv in (['ls'], ['--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'pyserini', 'lm_eval', 'ranx', 'numba')"
+        " if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_ls_lists_every_kind(capsys):
+    code, out, _ = run_cli(capsys, "ls")
+    assert code == 0
+    for kind in ("methods:", "suites:", "losses:", "assets:"):
+        assert kind in out
+    assert "smollm2-135m-instruct" in out
+
+
+def test_assets_check_json_is_parseable(capsys):
+    code, out, _ = run_cli(capsys, "assets", "check", "--json")
+    assert code in (0, 1)
+    statuses = json.loads(out)
+    assert {s["name"] for s in statuses} >= {"smollm2-135m-instruct", "all-minilm-l6-v2"}
