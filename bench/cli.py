@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "result files; deterministic, never edited by hand.")
     lb.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     lb.add_argument("--out", type=Path, default=DEFAULT_LEADERBOARDS)
-    lb.add_argument("--test", choices=("ttest", "bootstrap", "randomization"), default="ttest")
+    lb.add_argument("--test", choices=("ttest", "bootstrap", "randomization"),
+                    help="significance test (default: each suite's own, else ttest)")
 
     assets = sub.add_parser("assets", help="check or prepare the offline models and data",
                             description="Offline assets: models and data shipped in packages.")
@@ -165,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.leaderboard import compare, compare_data
+    from bench.compare import compare, compare_data
     from bench.results import ResultStore
 
     records = ResultStore(args.results).load(args.suite)
@@ -187,7 +188,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if not args.results.is_dir():
         raise UsageError(f"{args.results}: no such results directory; pass --results DIR")
-    suites = {e.name: dict(e.meta, title=e.summary) for e in SUITES.entries()}
+    override = {"test": args.test} if args.test else {}
+    suites = {e.name: dict(e.meta, title=e.summary, **override) for e in SUITES.entries()}
     for path in write_leaderboards(args.results, args.out, suites=suites):
         print(path)
     return 0

@@ -26,14 +26,15 @@ Conventions a reader of the tables needs (they are also printed in each table's 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from bench.errors import UsageError
 from bench.results import ResultStore, _slug, atomic_write_text
@@ -171,18 +172,20 @@ def _check_test(test: str) -> None:
         raise UsageError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
 
 
-def _dataset_label(records: Sequence[dict[str, Any]], ds: str, long: bool = True) -> str:
-    info = next(r["dataset"] for r in records if r["dataset"]["id"] == ds)
+def _dataset_label(info: dict[str, Any]) -> str:
+    """Dataset id, plus what it substitutes for when it is an offline stand-in."""
     if not info["offline_stand_in"]:
-        return escape_md(ds)
+        return escape_md(info["id"])
     target = info.get("stands_in_for")
-    if long and target:
-        return f"{escape_md(ds)} (offline stand-in for {escape_md(target)})"
-    return f"{escape_md(ds)} (offline stand-in)"
+    return escape_md(info["id"]) + (f" (offline stand-in for {escape_md(target)})" if target
+                                    else " (offline stand-in)")
 
 
 def _join(values: Iterable[object]) -> str:
-    return ", ".join(escape_md(v) for v in sorted({str(v) for v in values})) or "—"
+    """Distinct values, sorted (numbers numerically), escaped, comma-joined."""
+    uniq = sorted(set(values), key=lambda v: (isinstance(v, str), v if isinstance(v, str)
+                                              else float(v)))  # type: ignore[arg-type]
+    return ", ".join(escape_md(v) for v in uniq) or "—"
 
 
 def _short_checksum(c: str) -> str:
@@ -222,7 +225,8 @@ class _Board:
     stats: dict[Key, CellStat]
     rows: list[tuple[str, str]]
     row_mean: dict[tuple[str, str], float | None]
-    has_baseline: bool
+    row_recs: dict[tuple[str, str], list[dict[str, Any]]]
+    ds_info: dict[str, dict[str, Any]]  # id -> the dataset block of its first record
 
 
 def _build(suite: str, records: Sequence[dict[str, Any]], baseline: str | None,
@@ -240,8 +244,9 @@ def _build(suite: str, records: Sequence[dict[str, Any]], baseline: str | None,
         row_mean[row] = (math.fsum(c.mean for c in cells if c) / len(cells)
                          if all(cells) else None)
     rows.sort(key=lambda r: (r[0] != baseline, row_mean[r] is None, -(row_mean[r] or 0.0), r))
-    return _Board(recs, groups, mains, stats, rows, row_mean,
-                  any(k[0] == baseline for k in groups))
+    row_recs = {row: [r for k, v in groups.items() if k[:2] == row for r in v] for row in rows}
+    ds_info = {ds: next(r["dataset"] for r in recs if r["dataset"]["id"] == ds) for ds in mains}
+    return _Board(recs, groups, mains, stats, rows, row_mean, row_recs, ds_info)
 
 
 def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | None,
@@ -251,7 +256,12 @@ def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | N
 
     ``plots`` are PNG file names relative to the markdown file, linked under "Plots".
     """
-    b = _build(suite, records, baseline, test)
+    return _render(suite, _build(suite, records, baseline, test), baseline=baseline, test=test,
+                   alpha=alpha, title=title, description=description, plots=plots)
+
+
+def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: float,
+            title: str | None, description: str | None, plots: Sequence[str]) -> str:
     mains, datasets = b.mains, list(b.mains)
     metric_names = sorted(set(mains.values()))
     out = [HEADER, "", f"# {escape_md(title or suite)}", ""]
@@ -265,7 +275,7 @@ def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | N
     if len(versions) > 1:
         out.append("**Warning:** these results span several suite versions; scores from "
                    "different versions are not comparable.")
-    if b.has_baseline:
+    if any(k[0] == baseline for k in b.groups):
         out.append(f"{MARK} p < {alpha:g}: two-sided {TEST_NAMES[test]} on per-item main-score "
                    f"values (averaged over seeds) against baseline {escape_md(baseline)} on the "
                    "same dataset (same model where it ran, else the baseline's only model); no "
@@ -276,15 +286,14 @@ def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | N
         out.append(f"No significance tests: {why}.")
     notes: list[str] = []
     labels: dict[tuple[str, str], str] = {}
-    for row in b.rows:
-        rrecs = [r for k, v in b.groups.items() if k[:2] == row for r in v]
+    for row, rrecs in b.row_recs.items():
         label = escape_md(row[0]) + (" (baseline)" if row[0] == baseline else "")
         if any(r["implementation"] == "partial" for r in rrecs):
             notes.append(f"{escape_md(row[0])} / {escape_md(row[1])} is a partial "
                          f"implementation: {_join(n for r in rrecs for n in r['notes'])}")
             label += f" (partial, note {len(notes)})"
         labels[row] = label
-    header = ["Method", "Model"] + [_dataset_label(b.records, ds) for ds in datasets] + ["Mean"]
+    header = ["Method", "Model"] + [_dataset_label(b.ds_info[ds]) for ds in datasets] + ["Mean"]
     body = []
     for row in b.rows:
         cells = []
@@ -298,8 +307,9 @@ def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | N
     drows = []
     for ds in datasets:
         infos = [r["dataset"] for r in b.records if r["dataset"]["id"] == ds]
-        kind = ("offline stand-in for " + escape_md(infos[0].get("stands_in_for") or "?")
-                + " (not the real benchmark)") if infos[0]["offline_stand_in"] else "as published"
+        kind = ("offline stand-in for " + escape_md(b.ds_info[ds].get("stands_in_for") or "?")
+                + " (not the real benchmark)") if b.ds_info[ds]["offline_stand_in"] \
+            else "as published"
         drows.append([escape_md(ds), escape_md(mains[ds]), _join(i["split"] for i in infos),
                       _join(i.get("num_items", "?") for i in infos),
                       _join(_short_checksum(i["checksum"]) for i in infos), kind])
@@ -321,11 +331,10 @@ def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | N
                          fmt(s.delta, signed=True), fmt_p(s.p_value)])
         hdr = ["Method", "Model", "Seeds", *map(escape_md, names), f"Δ {escape_md(mains[ds])}",
                "p"]
-        out += ["", f"### {_dataset_label(b.records, ds)}", "", *_table(hdr, rows, 3)]
+        out += ["", f"### {_dataset_label(b.ds_info[ds])}", "", *_table(hdr, rows, 3)]
     out += ["", "## Provenance", ""]
     prow = []
-    for row in b.rows:
-        rrecs = [r for k, v in b.groups.items() if k[:2] == row for r in v]
+    for row, rrecs in b.row_recs.items():
         prow.append([labels[row], escape_md(row[1]), _join(r["seed"] for r in rrecs),
                      _join(r["preset"] for r in rrecs), _join(r["suite_version"] for r in rrecs),
                      _join(_commit(r["provenance"]) for r in rrecs), _dates(rrecs),
@@ -336,20 +345,18 @@ def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | N
         out += ["", "## Notes", "", *[f"{i}. {n}" for i, n in enumerate(notes, 1)]]
     if plots:
         out += ["", "## Plots", ""]
-        out += [f"![{escape_md(Path(p).stem)}]({Path(p).as_posix()})" for p in plots]
+        out += [f"![{escape_md(Path(p).stem)}]({quote(Path(p).as_posix())})" for p in plots]
     return "\n".join(out) + "\n"
 
 
 def _index_line(suite: str, meta: dict[str, Any], b: _Board, file: str) -> str:
-    n_stand_in = sum(
-        next(r["dataset"] for r in b.records if r["dataset"]["id"] == ds)["offline_stand_in"]
-        for ds in b.mains)
-    line = (f"- [{escape_md(meta.get('title') or suite)}]({file}): main score "
+    n_stand_in = sum(info["offline_stand_in"] for info in b.ds_info.values())
+    line = (f"- [{escape_md(meta.get('title') or suite)}]({quote(file)}): main score "
             f"{_join(b.mains.values())} on {len(b.mains)} dataset(s) ({n_stand_in} offline "
             f"stand-in), {len(b.rows)} method/model row(s)")
     ranked = [r for r in b.rows if b.row_mean[r] is not None]
     if ranked:
-        best = max(ranked, key=lambda r: (b.row_mean[r], tuple(-ord(c) for c in r[0] + r[1])))
+        best = min(ranked, key=lambda r: (-(b.row_mean[r] or 0.0), r))
         line += (f"; best mean {escape_md(best[0])} / {escape_md(best[1])} "
                  f"{fmt(b.row_mean[best])}")
     return line
@@ -401,16 +408,15 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
         plots: list[Path] = []
         if meta.get("plot"):
             plots = [Path(p) for p in _resolve_plot(suite, meta["plot"])(srecs, out_dir)]
-        rel = [p.relative_to(out_dir) if p.is_absolute() or p.parent != Path(".") else p
-               for p in (Path(out_dir, p) if not p.is_absolute() else p for p in plots)]
-        test, alpha = meta.get("test", "ttest"), float(meta.get("alpha", 0.05))
-        text = render_suite(suite, srecs, baseline=meta.get("baseline"), test=test,
-                            alpha=alpha, title=meta.get("title"),
-                            description=meta.get("description"), plots=[str(p) for p in rel])
+        test = meta.get("test", "ttest")
+        board = _build(suite, srecs, meta.get("baseline"), test)
+        text = _render(suite, board, baseline=meta.get("baseline"), test=test,
+                       alpha=float(meta.get("alpha", 0.05)), title=meta.get("title"),
+                       description=meta.get("description"),
+                       plots=[Path(os.path.relpath(p, out_dir)).as_posix() for p in plots])
         path = out_dir / f"{_slug(suite)}.md"
         _write_if_changed(path, text)
-        written += [path, *(out_dir / p for p in rel)]
-        board = _build(suite, srecs, meta.get("baseline"), test)
+        written += [path, *plots]
         lines.append(_index_line(suite, meta, board, path.name))
     if len(lines) == 6:
         lines.append("No results yet: run `bench run --method <m> --suite <s>` first.")
@@ -418,73 +424,3 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
     _write_if_changed(index, "\n".join(lines) + "\n")
     return [*written, index]
 
-
-def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
-                 metric: str | None = None, dataset: str | None = None, test: str = "ttest",
-                 alpha: float = 0.05) -> list[dict[str, Any]]:
-    """Rows behind :func:`compare` as JSON-safe dicts (NaN/absent values are ``None``)."""
-    _check_test(test)
-    if not records:
-        raise UsageError("no results to compare; run `bench run` first or point at the results "
-                         "directory")
-    suites = sorted({r["suite"] for r in records})
-    if len(suites) > 1:
-        raise UsageError(f"results span suites {', '.join(suites)}; compare one suite at a time")
-    if dataset is not None:
-        known = sorted({r["dataset"]["id"] for r in records})
-        if dataset not in known:
-            raise UsageError(f"no results on dataset {dataset!r}; available: {', '.join(known)}")
-        records = [r for r in records if r["dataset"]["id"] == dataset]
-    available = sorted({r["method"] for r in records})
-    wanted = [baseline] + [m for m in dict.fromkeys(methods) if m != baseline]
-    for m in wanted:
-        if m not in available:
-            close = difflib.get_close_matches(m, available, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UsageError(f"no results for method {m!r}; {hint}run `bench run --method {m} "
-                             f"--suite {suites[0]}` first (methods with results: "
-                             f"{', '.join(available)})")
-    records = [r for r in records if r["method"] in wanted]
-    if metric is not None:
-        for r in records:
-            if metric not in r["metrics"]:
-                raise UsageError(f"metric {metric!r} is missing from results of method "
-                                 f"{r['method']!r} on {r['dataset']['id']!r}; available: "
-                                 f"{', '.join(sorted(r['metrics']))}")
-    groups, mains = _group(records), _main_metrics(records)
-    order = {m: i for i, m in enumerate(wanted)}
-    rows = []
-    for key in sorted(groups, key=lambda k: (k[2], order[k[0]], k[1])):
-        name = metric or mains[key[2]]
-        s = _stat(groups, key, name, baseline, test)
-        assert s is not None  # the metric is present in every record (checked above)
-        info = groups[key][0]["dataset"]
-        rows.append({"suite": suites[0], "dataset": key[2], "offline_stand_in":
-                     info["offline_stand_in"], "method": key[0], "model": key[1],
-                     "metric": name, "mean": s.mean, "std": s.std, "n_seeds": len(s.seeds),
-                     "seeds": list(s.seeds), "baseline": baseline,
-                     "baseline_model": s.base[1] if s.base else None, "delta": s.delta,
-                     "test": test, "n_items": s.n_items, "p_value": s.p_value,
-                     "significant": s.significant(alpha)})
-    return rows
-
-
-def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
-            metric: str | None = None, dataset: str | None = None, test: str = "ttest",
-            alpha: float = 0.05) -> str:
-    """Markdown table for ``bench compare``: each method against ``baseline`` per dataset."""
-    data = compare_data(records, methods=methods, baseline=baseline, metric=metric,
-                        dataset=dataset, test=test, alpha=alpha)
-    body = []
-    for d in data:
-        ds = escape_md(d["dataset"]) + (" (offline stand-in)" if d["offline_stand_in"] else "")
-        body.append([ds, escape_md(d["method"]), escape_md(d["model"]), escape_md(d["metric"]),
-                     _cell_text(d["mean"], d["std"]), str(d["n_seeds"]),
-                     fmt(d["delta"], signed=True), fmt_p(d["p_value"]),
-                     MARK if d["significant"] else ""])
-    hdr = ["Dataset", "Method", "Model", "Metric", "Mean ± std", "Seeds",
-           f"Δ vs {escape_md(baseline)}", "p", ""]
-    legend = (f"{MARK} p < {alpha:g}, two-sided {TEST_NAMES[test]} on per-item scores (averaged "
-              "over seeds) against the baseline row of the same dataset (same model where it "
-              "ran, else its only model); p n/a: no per-item scores or no unique baseline row.")
-    return "\n".join([*_table(hdr, body, 4), "", legend]) + "\n"

@@ -1,0 +1,117 @@
+"""Deterministic PNG plots for the leaderboards (matplotlib, imported lazily).
+
+Leaderboards are committed and diffed, so a plot must not change bytes between runs on the
+same inputs. We draw on a bare ``Figure`` with the Agg canvas (no pyplot, no global backend
+switch), under matplotlib's default style (a user's matplotlibrc cannot leak in), drop the
+PNG "Software" text chunk (matplotlib writes no timestamp for PNG), and write the file only
+when its bytes differ. Same matplotlib and FreeType versions give byte-identical files;
+other versions may differ by antialiasing, which is why the file is only rewritten on change.
+
+A suite opts in with ``plot="bench.plots:main_score_bars"`` in its metadata; any callable
+``(records, out_dir) -> list[Path]`` works.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.leaderboard import _group, _main_metrics, _mean_std
+from bench.results import _slug
+
+DPI = 100
+
+
+def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Atomically write ``data`` unless the file already holds it; True if written."""
+    path = Path(path)
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True
+
+
+def render_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (8.0, 4.5)) -> bytes:
+    """PNG bytes of a figure that ``draw(fig)`` fills, with no run-dependent metadata."""
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=size, dpi=DPI)
+        FigureCanvasAgg(fig)
+        draw(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def save_png(draw: Callable[[Any], None], path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Render with :func:`render_png` and write it only if the bytes changed."""
+    write_bytes_if_changed(path, render_png(draw, **kwargs))
+    return Path(path)
+
+
+def _plain(text: str) -> str:
+    return text.replace("$", r"\$")  # '$' would switch matplotlib to mathtext
+
+
+def main_score_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
+                    ) -> list[Path]:
+    """Grouped bars: main score (mean over seeds, sample-std error bars) per row and dataset.
+
+    Writes ``<suite>_main_score.png`` (one per suite present in ``records``) into ``out_dir``.
+    """
+    paths = []
+    for suite in sorted({r["suite"] for r in records}):
+        recs = [r for r in records if r["suite"] == suite]
+        groups, mains = _group(recs), _main_metrics(recs)
+        datasets = list(mains)
+        rows = sorted({k[:2] for k in groups})
+        stand_in = {r["dataset"]["id"] for r in recs if r["dataset"]["offline_stand_in"]}
+
+        def draw(fig: Any, groups: Any = groups, datasets: Any = datasets, rows: Any = rows,
+                 stand_in: Any = stand_in, mains: Any = mains, suite: str = suite) -> None:
+            ax = fig.add_subplot()
+            width = 0.8 / max(len(rows), 1)
+            top = 0.0
+            for i, row in enumerate(rows):
+                xs, ys, multi = [], [], []
+                for j, ds in enumerate(datasets):
+                    recs_ = groups.get((*row, ds))
+                    if recs_:
+                        mean, std = _mean_std([r["metrics"][mains[ds]] for r in recs_])
+                        xs.append(j - 0.4 + width * (i + 0.5))
+                        ys.append(mean)
+                        if std is not None:  # error bars only where there are several seeds
+                            multi.append((xs[-1], mean, std))
+                        top = max(top, mean + (std or 0.0))
+                ax.bar(xs, ys, width, label=_plain(f"{row[0]} / {row[1]}"))
+                if multi:
+                    ex, ey, ee = zip(*multi, strict=True)
+                    ax.errorbar(ex, ey, yerr=ee, fmt="none", ecolor="black", capsize=3)
+            ax.set_ylim(0, top * 1.3 or 1.0)
+            ax.set_xticks(range(len(datasets)))
+            ax.set_xticklabels([_plain(ds + (" (offline stand-in)" if ds in stand_in else ""))
+                                for ds in datasets])
+            ax.set_ylabel(_plain(", ".join(sorted(set(mains.values())))))
+            ax.set_title(_plain(f"{suite}: main score per dataset"))
+            ax.legend(fontsize="small", loc="upper left", ncol=min(3, max(len(rows), 1)))
+            fig.tight_layout()
+
+        paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_main_score.png"))
+    return paths
