@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep = asub.add_parser("prepare", help="convert and cache assets (idempotent)",
                            description="One-time conversions into the cache directory "
                            "($DISTILLBENCH_CACHE, default ~/.cache/distillbench).")
-    prep.add_argument("names", nargs="*", help="assets to prepare (default: all)")
+    prep.add_argument("names", nargs="*",
+                      help="assets to prepare, or 'collections' for the offline retrieval "
+                      "collections and their BM25 indexes (default: everything)")
     return parser
 
 
@@ -199,7 +201,15 @@ def cmd_assets(args: argparse.Namespace) -> int:
     from bench import assets
 
     if args.assets_command == "prepare":
-        assets.prepare(args.names or None)
+        asset_names = [n for n in args.names if n != "collections"]
+        if asset_names or not args.names:
+            assets.prepare(asset_names or None)
+        if not args.names or "collections" in args.names:
+            from bench.retrieval.bm25 import build_index
+            from bench.retrieval.collections import prepare_offline_collections
+
+            for folder in prepare_offline_collections():
+                build_index(folder / "corpus.jsonl")
         return 0
     statuses = assets.check_all()
     if args.json:

@@ -132,7 +132,11 @@ def _configure_ir_datasets() -> Any:
     from bench.assets import cache_dir
 
     os.environ.setdefault("IR_DATASETS_HOME", str(cache_dir() / "ir_datasets"))
+    import logging
+
     import ir_datasets
+
+    logging.getLogger("ir_datasets").setLevel(logging.WARNING)  # its INFO lines drown output
 
     return ir_datasets
 

@@ -1,0 +1,205 @@
+"""The reranking protocol shared by the ``beir`` and ``trec-dl`` suites.
+
+Per dataset: load the collection (offline stand-in, local BEIR folder or ir-datasets id),
+take the test queries (a fixed subset at the smaller presets: the first N query ids in
+sorted order, and ids are content hashes, so the subset is a stable pseudo-random sample),
+retrieve BM25 top-100 candidates (k1=0.9, b=0.4, cached as a TREC run file), rerank the
+top ``depth`` candidates with the method, and evaluate with trec_eval ``-c`` semantics.
+Candidates below ``depth`` keep BM25's order, so recall@100 is the same for every
+reranker and the comparison isolates the reranker.
+
+Presets (recorded in every result):
+
+=========  ============  =====  ==========================================
+preset     test queries  depth  datasets
+=========  ============  =====  ==========================================
+smoke      25            10     the offline stand-ins
+default    200           20     the offline stand-ins
+full       all           100    the real benchmarks (needs DISTILLBENCH_ONLINE=1)
+=========  ============  =====  ==========================================
+
+Method hook: besides the built-in ``bm25``, ``minilm`` and ``llm-zeroshot``, a method
+registered in ``methods`` may provide ``build_reranker(context: RetrievalContext)``
+returning a pointwise or listwise reranker (``bench.retrieval.rerank``); DeAR does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bench.errors import UsageError
+from bench.retrieval.collections import Collection, load_collection
+from bench.suites.base import RunOptions, Suite
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"n_queries": 25, "depth": 10},
+    "default": {"n_queries": 200, "depth": 20},
+    "full": {"n_queries": None, "depth": 100},
+}
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+BUILTIN = ("bm25", "minilm", "llm-zeroshot")
+K1, B, CANDIDATES = 0.9, 0.4, 100
+
+
+@dataclass
+class RetrievalContext:
+    """What a method's ``build_reranker`` gets: data to train on and where to keep state."""
+
+    collection: Collection
+    options: RunOptions
+    settings: dict[str, Any]
+    work_dir: Path
+    bm25: Any  # callable(queries: dict) -> run, for hard negatives on training queries
+    notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # recorded in the result
+
+
+def _sample(queries: dict[str, str], n: int | None) -> dict[str, str]:
+    ids = sorted(queries)
+    return {q: queries[q] for q in (ids if n is None else ids[:n])}
+
+
+class RetrievalSuite(Suite):
+    """A reranking suite; subclasses set the metadata and the dataset lists."""
+
+    main_score: ClassVar[str] = "ndcg@10"
+    baseline: ClassVar[str] = "bm25"
+    offline_datasets: ClassVar[tuple[str, ...]] = ()
+    real_datasets: ClassVar[tuple[str, ...]] = ()
+
+    def dataset_ids(self, options: RunOptions) -> list[str]:
+        if options.dataset:
+            return [options.dataset]
+        return list(self.real_datasets if options.preset == "full" else self.offline_datasets)
+
+    def settings(self, options: RunOptions) -> dict[str, Any]:
+        settings = dict(PRESETS[options.preset])
+        known = {"n_queries", "depth", "batch_size", "max_doc_tokens", "model", "dtype"}
+        unknown = sorted(set(options.overrides) - known)
+        if unknown and options.method in BUILTIN:
+            raise UsageError(f"--set {unknown[0]}: not a setting of suite {self.name!r} "
+                             f"(known: {', '.join(sorted(known))})")
+        settings.update(options.overrides)
+        if options.limit is not None:
+            settings["n_queries"] = options.limit
+        return settings
+
+    def run(self, options: RunOptions) -> list[dict[str, Any]]:
+        return [self._run_dataset(dataset_id, options) for dataset_id in self.dataset_ids(options)]
+
+    def _run_dataset(self, dataset_id: str, options: RunOptions) -> dict[str, Any]:
+        from bench.assets import cache_dir
+        from bench.evaluate import evaluate_run
+        from bench.results import new_record
+
+        start = time.perf_counter()
+        settings = self.settings(options)
+        collection = load_collection(dataset_id)
+        qrels_all = collection.qrels("test")
+        queries = _sample(collection.queries("test"), settings["n_queries"])
+        qrels = {q: qrels_all[q] for q in queries}
+        work_dir = Path(options.work_dir or cache_dir() / "runs")
+        candidates = self._bm25(collection, queries, work_dir)
+        context = RetrievalContext(collection, options, settings, work_dir,
+                                   bm25=lambda qs: self._bm25(collection, qs, work_dir))
+        run, model = self._rerank(options.method, context, queries, candidates)
+        means, per_query, missing = evaluate_run(qrels, run, METRICS)
+        notes = list(context.notes)
+        if missing:
+            notes.append(f"{missing} judged queries had no ranking and count as 0")
+        config = {"preset": options.preset, **settings, "candidates": CANDIDATES,
+                  "bm25": {"k1": K1, "b": B}, **context.config}
+        return new_record(
+            suite=self.name, suite_version=self.version,
+            dataset={"id": collection.id, "checksum": collection.checksum("test"),
+                     "split": "test", "offline_stand_in": collection.offline_stand_in,
+                     "stands_in_for": collection.stands_in_for, "num_items": len(qrels)},
+            method=options.method, model=model, seed=options.seed, preset=options.preset,
+            main_score=self.main_score, metrics=means, per_item=per_query, config=config,
+            implementation=context.config.get("implementation", "full"), notes=notes,
+            wall_time_s=time.perf_counter() - start,
+        )
+
+    def _bm25(self, collection: Collection, queries: dict[str, str], work_dir: Path
+              ) -> dict[str, dict[str, float]]:
+        """BM25 top-100 for ``queries``, cached per (collection, query set) as a TREC run."""
+        import hashlib
+
+        from bench.retrieval.bm25 import BM25Retriever, build_index, prebuilt_index_name
+        from bench.trec import read_run, write_run
+
+        qhash = hashlib.sha256("\n".join(sorted(queries)).encode()).hexdigest()[:12]
+        key = collection.checksum("test")[7:23]
+        path = work_dir / "bm25" / f"{key}-{qhash}-k1={K1}-b={B}-top{CANDIDATES}.trec"
+        if path.exists():
+            return read_run(path)
+        if collection.folder is not None:
+            index: Path | str = build_index(collection.folder / "corpus.jsonl")
+        else:
+            parts = collection.id.split("/")
+            index = prebuilt_index_name(parts[0] if parts[0] == "msmarco-passage" else parts[1])
+        with BM25Retriever(index, k1=K1, b=B) as retriever:
+            run = retriever.batch_search(queries, k=CANDIDATES)
+        write_run(run, path, tag="bm25")
+        return run
+
+    def _rerank(self, method: str, context: RetrievalContext, queries: dict[str, str],
+                candidates: dict[str, dict[str, float]]) -> tuple[dict, str]:
+        from bench.retrieval import rerank
+
+        settings = context.settings
+        if method == "bm25":
+            return candidates, "anserini-bm25"
+        reranker, model = self._builtin_reranker(method, context)
+        docs = context.collection.docs()
+        key = "-".join([reranker.fingerprint(), context.collection.checksum("test")[7:19],
+                        rerank.run_hash(candidates, settings["depth"])])
+        if isinstance(reranker, rerank.ListwiseReranker) and not hasattr(reranker, "score"):
+            return rerank.rerank_listwise(reranker, queries, candidates, docs,
+                                          depth=settings["depth"],
+                                          window=settings.get("window", 20),
+                                          stride=settings.get("stride", 10)), model
+        if hasattr(reranker, "prefetch"):
+            wanted = {d for q in candidates for d, _ in rerank.top_k(candidates[q],
+                                                                     settings["depth"])}
+            reranker.prefetch([queries[q] for q in sorted(queries)] + [docs[d] for d in
+                                                                       sorted(wanted)])
+        run = rerank.rerank_pointwise(
+            reranker, queries, candidates, docs, depth=settings["depth"],
+            batch_size=settings.get("batch_size", 32),
+            cache_path=context.work_dir / "scores" / f"{key}.jsonl")
+        return run, model
+
+    def _builtin_reranker(self, method: str, context: RetrievalContext) -> tuple[Any, str]:
+        settings = context.settings
+        if method == "minilm":
+            from bench.assets import load_bi_encoder
+            from bench.retrieval.rerankers import BiEncoderReranker
+
+            name = settings.get("model") or context.options.teacher or "all-minilm-l6-v2"
+            context.config["model"] = name
+            return BiEncoderReranker(load_bi_encoder(name), max_length=256), name
+        if method == "llm-zeroshot":
+            import torch
+
+            from bench.assets import load_causal_lm
+            from bench.retrieval.rerankers import YesNoLLMReranker
+
+            name = settings.get("model") or "smollm2-135m-instruct"
+            # bf16 weights: ~5x the pairs/s of fp32 on AMX CPUs (DESIGN §3); scores move
+            # by ~1e-2 in log-probability, ranking agreement stays high.
+            dtype = settings.get("dtype", "bfloat16")
+            model, tokenizer = load_causal_lm(name, dtype=getattr(torch, dtype))
+            max_doc = int(settings.get("max_doc_tokens", 128))
+            context.config.update({"model": name, "dtype": dtype, "max_doc_tokens": max_doc})
+            return YesNoLLMReranker(model, tokenizer, max_doc_tokens=max_doc), name
+        from methods import METHODS
+
+        recipe = METHODS.get(method)()
+        if not hasattr(recipe, "build_reranker"):
+            raise UsageError(f"method {method!r} does not provide a reranker for suite "
+                             f"{self.name!r}; choose one of: {', '.join(BUILTIN)}")
+        return recipe.build_reranker(context)

@@ -1,0 +1,118 @@
+"""The retrieval suites' reference rerankers (the default teacher and the LLM baseline).
+
+- :class:`BiEncoderReranker`: cosine similarity of mean-pooled all-MiniLM-L6-v2 embeddings
+  (Reimers & Gurevych 2019). Each distinct query and document is encoded once per process,
+  not once per pair, so reranking 100 candidates costs ~100 encodings, not 200 per query.
+- :class:`YesNoLLMReranker`: a zero-shot pointwise LLM reranker; relevance is the
+  log-probability of "Yes" as the first assistant token after a yes/no relevance prompt
+  in the model's chat template (as in Nogueira et al. 2020's monoT5 "true" token and the
+  yes/no prompting of Zhuang et al. 2023). Documents are truncated to ``max_doc_tokens``.
+  Batches are left-padded with explicit position ids, so a pair scores the same alone or
+  in a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+PROMPT = ("Passage: {doc}\n\nQuery: {query}\n\n"
+          "Does the passage answer the query? Answer Yes or No.")
+
+
+def model_fingerprint(model: Any, *extra: object) -> str:
+    """sha256 over parameter bytes and settings: a changed weight changes the cache key."""
+    import torch
+
+    digest = hashlib.sha256(repr(extra).encode())
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class BiEncoderReranker:
+    def __init__(self, encoder: Any, *, max_length: int = 256, batch_size: int = 64) -> None:
+        self.encoder = encoder
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self._memo: dict[str, Any] = {}
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.encoder.model, "bi-encoder",
+                                                  self.max_length)
+        return self._fingerprint
+
+    def _embed(self, texts: Sequence[str]) -> list[Any]:
+        new = sorted({t for t in texts if t not in self._memo})
+        if new:
+            vectors = self.encoder.encode(new, batch_size=self.batch_size,
+                                          max_length=self.max_length)
+            self._memo.update(zip(new, vectors, strict=True))
+        return [self._memo[t] for t in texts]
+
+    def prefetch(self, texts: Sequence[str], progress: bool = True) -> None:
+        """Encode many texts in length-sorted passes (faster than pair batches)."""
+        from bench.progress import progress_bar
+
+        new = sorted({t for t in texts if t not in self._memo}, key=len)
+        step = self.batch_size * 8
+        with progress_bar(len(new), "encode", enabled=progress) as advance:
+            for start in range(0, len(new), step):
+                self._embed(new[start:start + step])
+                advance(len(new[start:start + step]))
+
+    def score(self, queries: Sequence[str], docs: Sequence[str]) -> list[float]:
+        q = self._embed(queries)
+        d = self._embed(docs)
+        return [float((a * b).sum()) for a, b in zip(q, d, strict=True)]
+
+
+class YesNoLLMReranker:
+    def __init__(self, model: Any, tokenizer: Any, *, max_doc_tokens: int = 128,
+                 prompt: str = PROMPT, yes: str = "Yes") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_doc_tokens = max_doc_tokens
+        self.prompt = prompt
+        yes_ids = tokenizer.encode(yes, add_special_tokens=False)
+        if len(yes_ids) != 1:
+            raise ValueError(f"{yes!r} is {len(yes_ids)} tokens for this tokenizer; need one")
+        self.yes_id = yes_ids[0]
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model, "yes-no", self.prompt,
+                                                  self.max_doc_tokens, self.yes_id)
+        return self._fingerprint
+
+    def _truncate(self, doc: str) -> str:
+        ids = self.tokenizer.encode(doc, add_special_tokens=False)
+        if len(ids) <= self.max_doc_tokens:
+            return doc
+        return self.tokenizer.decode(ids[: self.max_doc_tokens])
+
+    def render(self, query: str, doc: str) -> list[int]:
+        message = self.prompt.format(query=query, doc=self._truncate(doc))
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": message}],
+                                                  add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def score(self, queries: Sequence[str], docs: Sequence[str]) -> list[float]:
+        import torch
+
+        rows = [self.render(q, d) for q, d in zip(queries, docs, strict=True)]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        device = next(self.model.parameters()).device
+        logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                            position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
+        return torch.log_softmax(logits.float(), dim=-1)[:, self.yes_id].cpu().tolist()
