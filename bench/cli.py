@@ -1,4 +1,4 @@
-"""The ``bench`` command line: run, ls, compare, leaderboard, assets.
+"""The ``bench`` command line: run, ls, evaluate, compare, leaderboard, assets.
 
 Usage errors (bad flags, unknown names, malformed files) print one line naming what is
 wrong and what to do, and exit with status 2. Heavy libraries (torch, pyserini, lm-eval)
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.evaluate import add_evaluate_parser, cmd_evaluate
 
 DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/results"))
 DEFAULT_LEADERBOARDS = Path(os.environ.get("DISTILLBENCH_LEADERBOARDS", "leaderboards"))
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--test", choices=("ttest", "bootstrap", "randomization"), default="ttest")
     cmp_.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     cmp_.add_argument("--json", action="store_true", help="print JSON only")
+
+    add_evaluate_parser(sub)
 
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard markdown from results",
                         description="Rewrite leaderboards/<suite>.md and README.md from the "
@@ -219,7 +222,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return 0 if all(s.ok or s.optional for s in statuses) else 1
 
 
-COMMANDS = {"run": cmd_run, "ls": cmd_ls, "compare": cmd_compare,
+COMMANDS = {"run": cmd_run, "ls": cmd_ls, "compare": cmd_compare, "evaluate": cmd_evaluate,
             "leaderboard": cmd_leaderboard, "assets": cmd_assets}
 
 

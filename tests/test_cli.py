@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import build_parser, main
 
-SUBCOMMANDS = [["run"], ["ls"], ["compare"], ["leaderboard"], ["assets"], ["assets", "check"],
+SUBCOMMANDS = [["run"], ["ls"], ["evaluate"], ["compare"], ["leaderboard"], ["assets"], ["assets", "check"],
                ["assets", "prepare"]]
 
 

@@ -166,6 +166,6 @@ def test_llm_zeroshot_scores_are_batch_invariant():
             "A long passage about bananas. " * 30]
     with torch.inference_mode():
         batched = reranker.score(queries, docs)
-        single = [reranker.score([q], [d])[0] for q, d in zip(queries, docs)]
+        single = [reranker.score([q], [d])[0] for q, d in zip(queries, docs, strict=True)]
     assert batched == pytest.approx(single, abs=1e-4)
     assert json.dumps(batched)  # plain floats

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from bench.progress import progress_bar
+from bench.trec import ranked
 
 Run = dict[str, dict[str, float]]
 
@@ -45,14 +46,14 @@ class ListwiseReranker(Protocol):
 def run_hash(run: Run, depth: int) -> str:
     digest = hashlib.sha256()
     for qid in sorted(run):
-        for did, score in top_k(run[qid], depth):
+        for did, score in sorted(top_k(run[qid], depth)):
             digest.update(f"{qid}\t{did}\t{score!r}\n".encode())
     return digest.hexdigest()[:16]
 
 
 def top_k(scores: dict[str, float], k: int) -> list[tuple[str, float]]:
-    """Highest scores first; ties broken by doc id so the order is deterministic."""
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    """Highest scores first, ties in trec_eval's order (the order evaluation will see)."""
+    return ranked(scores)[:k]
 
 
 class ScoreCache:
