@@ -1,0 +1,338 @@
+"""The one training loop every recipe uses, on HF Accelerate.
+
+CPU here; bf16, DDP and FSDP on GPUs through ``accelerate launch`` with no code change.
+A recipe supplies the model, a ``step_fn(model, batch) -> StepOutput | Tensor`` that
+computes its loss, and a map-style dataset; the trainer does the rest:
+
+- gradient accumulation (``grad_accum`` micro-batches per optimizer step; the last step of
+  an epoch uses the micro-batches that are left, so no data is dropped or carried over),
+- warm-up plus linear / cosine / constant learning-rate schedules,
+- a checkpoint every ``checkpoint_every`` steps (``accelerator.save_state``: model,
+  optimizer, scheduler, RNG states; plus the data position), written to a temporary
+  directory and renamed, so a kill never leaves a half checkpoint; the last
+  ``keep_checkpoints`` are kept,
+- exact resume: data order is a seeded permutation per epoch, and the loader skips the
+  micro-batches the checkpoint had consumed, so an interrupted and resumed run ends with
+  the same weights as an uninterrupted one (tested on CPU),
+- a NaN/inf guard: a step whose loss or gradient norm is not finite is skipped with a
+  warning; ``max_nonfinite`` skipped steps in a row abort with one line saying what to do,
+- a progress bar with loss and tokens/s, and one JSON line of metrics per step in
+  ``metrics.jsonl`` (lines past the resumed step are dropped on resume).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import UsageError
+from bench.progress import progress_bar
+
+STATE_FILE = "trainer_state.json"
+RNG_FILE = "trainer_rng"
+
+
+class TrainingDiverged(UsageError):
+    """Too many non-finite steps in a row; exit code 3 with one line."""
+
+    exit_code = 3
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # "cosine" | "linear" | "constant"
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    max_nonfinite: int = 5
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    n_tokens: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded permutation per epoch: the data order is a function of (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):  # type: ignore[override]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _rng_states() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _rng_neutral(loader: Any) -> Iterator[Any]:
+    """Iterate ``loader`` without touching the global RNG.
+
+    Starting a DataLoader iteration draws a seed from torch's global generator (at the
+    first ``next``, since loaders iterate lazily). A resumed run starts one more iteration
+    than the original (the skipped part of an epoch), which would shift every dropout
+    mask after it; restoring the state around the first fetch keeps resume exact.
+    """
+    state = torch.get_rng_state()
+    iterator = iter(loader)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return
+    finally:
+        torch.set_rng_state(state)
+    yield first
+    yield from iterator
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        span = max(1, cfg.max_steps - cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        if cfg.schedule == "linear":
+            return 1.0 - progress
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use cosine, linear or constant")
+
+    return factor
+
+
+def check_same_vocabulary(teacher_name: str, teacher_tok: Any, student_name: str,
+                          student_tok: Any) -> None:
+    """Token-level distillation needs one vocabulary; say which two models differ."""
+    same = (len(teacher_tok) == len(student_tok)
+            and teacher_tok.get_vocab() == student_tok.get_vocab())
+    if not same:
+        raise UsageError(
+            f"teacher {teacher_name!r} ({len(teacher_tok)} tokens) and student "
+            f"{student_name!r} ({len(student_tok)} tokens) use different tokenizers; "
+            "cross-tokenizer distillation is not supported yet: pick a student that shares "
+            "the teacher's tokenizer"
+        )
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, step_fn: Callable[..., Any],
+                 dataset: Sequence[Any], cfg: TrainConfig, output_dir: str | os.PathLike[str],
+                 *, collate_fn: Callable[[list[Any]], Any] | None = None,
+                 param_groups: list[dict[str, Any]] | None = None,
+                 accelerator: Any = None) -> None:
+        from accelerate import Accelerator
+
+        if cfg.max_steps < 1 or cfg.grad_accum < 1 or cfg.batch_size < 1:
+            raise ValueError("max_steps, grad_accum and batch_size must be positive")
+        if len(dataset) == 0:
+            raise UsageError("training set is empty; check the suite's training split")
+        self.cfg = cfg
+        self.step_fn = step_fn
+        self.output_dir = Path(output_dir)
+        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
+                                      weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        self.sampler = EpochSampler(len(dataset), cfg.seed)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size,
+                                             sampler=self.sampler,
+                                             collate_fn=collate_fn or (lambda items: items))
+        self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
+            model, optimizer, loader, scheduler)
+        self.state = {"step": 0, "epoch": 0, "consumed": 0, "nonfinite_streak": 0,
+                      "skipped_steps": 0}
+
+    # -- checkpoints ---------------------------------------------------------------------
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.checkpoint_root.glob("step-*") if (p / STATE_FILE).exists())
+        return done[-1] if done else None
+
+    def save_checkpoint(self) -> Path:
+        target = self.checkpoint_root / f"step-{self.state['step']:08d}"
+        tmp = self.checkpoint_root / f".tmp-{target.name}"
+        if self.accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp))
+        # accelerate's own RNG restore can fail silently (it loads a pickle through
+        # torch.load's weights-only mode), so the trainer keeps its own copy per process.
+        torch.save(_rng_states(), tmp / f"{RNG_FILE}_{self.accelerator.process_index}.pt")
+        if self.accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(
+                {**self.state, "config": asdict(self.cfg)}, indent=2, default=str))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+            kept = sorted(p for p in self.checkpoint_root.glob("step-*"))
+            for old in kept[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return target
+
+    def resume(self) -> bool:
+        latest = self.latest_checkpoint()
+        if latest is None:
+            return False
+        self.accelerator.load_state(str(latest))
+        rng_file = latest / f"{RNG_FILE}_{self.accelerator.process_index}.pt"
+        if rng_file.exists():
+            _set_rng_states(torch.load(rng_file, weights_only=False))
+        saved = json.loads((latest / STATE_FILE).read_text())
+        self.state = {k: saved[k] for k in self.state}
+        self._truncate_metrics(self.state["step"])
+        return True
+
+    # -- the loop ------------------------------------------------------------------------
+    def train(self) -> torch.nn.Module:
+        resumed = self.resume()
+        cfg, state = self.cfg, self.state
+        if resumed and self.accelerator.is_main_process:
+            print(f"resuming from step {state['step']} "
+                  f"({self.latest_checkpoint()})", flush=True)
+        with progress_bar(cfg.max_steps, "train", enabled=cfg.progress,
+                          done=state["step"]) as advance:
+            while state["step"] < cfg.max_steps:
+                batches = (self.accelerator.skip_first_batches(self.loader, state["consumed"])
+                           if state["consumed"] else self.loader)
+                # Accelerate's loaders set their sampler's epoch from their own iteration
+                # counter when iterated; pin it to ours, or a resumed run reshuffles as epoch 0.
+                for loader in {id(self.loader): self.loader, id(batches): batches}.values():
+                    if hasattr(loader, "set_epoch"):
+                        loader.set_epoch(state["epoch"])
+                self.sampler.set_epoch(state["epoch"])
+                micro: list[Any] = []
+                for batch in _rng_neutral(batches):
+                    micro.append(batch)
+                    state["consumed"] += 1
+                    if len(micro) == cfg.grad_accum:
+                        self._step(micro, advance)
+                        micro = []
+                        if state["step"] >= cfg.max_steps:
+                            break
+                else:
+                    state["epoch"] += 1
+                    state["consumed"] = 0
+                    if micro:
+                        self._step(micro, advance)
+        if self.latest_checkpoint() is None or \
+                self.latest_checkpoint().name != f"step-{state['step']:08d}":
+            self.save_checkpoint()
+        return self.accelerator.unwrap_model(self.model)
+
+    def _step(self, micro: list[Any], advance: Callable[..., None]) -> None:
+        cfg, state, acc = self.cfg, self.state, self.accelerator
+        start = time.perf_counter()
+        self.model.train()
+        total = torch.zeros((), device=acc.device)
+        tokens, extra = 0, {}
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            with (nullcontext() if sync else acc.no_sync(self.model)), acc.autocast():
+                out = self.step_fn(self.model, batch)
+            out = out if isinstance(out, StepOutput) else StepOutput(out)
+            acc.backward(out.loss / len(micro))
+            total += out.loss.detach().float() / len(micro)
+            tokens += int(out.n_tokens)
+            extra.update(out.metrics)
+        norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                if cfg.max_grad_norm else torch.zeros(()))
+        finite = bool(acc.reduce(torch.isfinite(total).float() * torch.isfinite(
+            torch.as_tensor(norm, device=acc.device)).float(), reduction="mean") == 1.0)
+        if finite:
+            self.optimizer.step()
+            state["nonfinite_streak"] = 0
+        else:
+            state["nonfinite_streak"] += 1
+            state["skipped_steps"] += 1
+            warnings.warn(f"step {state['step'] + 1}: non-finite loss or gradient; step "
+                          f"skipped ({state['nonfinite_streak']} in a row)", stacklevel=2)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        state["step"] += 1
+        if state["nonfinite_streak"] >= cfg.max_nonfinite:
+            raise TrainingDiverged(
+                f"training diverged: {cfg.max_nonfinite} non-finite steps in a row at step "
+                f"{state['step']} (lr {cfg.lr:g}); lower the learning rate or check the data; "
+                f"the last good checkpoint is in {self.checkpoint_root}")
+        seconds = time.perf_counter() - start
+        row = {"step": state["step"], "loss": float(total), "lr": self.scheduler.get_last_lr()[0],
+               "grad_norm": float(norm), "tokens": tokens,
+               "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+               "skipped": not finite, **extra}
+        self._log(row)
+        advance(1, loss=row["loss"], tok_s=round(row["tokens_per_s"]))
+        if state["step"] % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with (self.output_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.output_dir / "metrics.jsonl"
+        if not self.accelerator.is_main_process or not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
