@@ -18,6 +18,7 @@ REGISTRY = [{
     "citation": "Thakur et al. 2021, arXiv:2104.08663",
     "baseline": "bm25", "main_score": "ndcg@10",
     "methods": ["bm25", "minilm", "llm-zeroshot"],
+    "plot": "bench.plots:main_score_bars",
 }]
 
 
