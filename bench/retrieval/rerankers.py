@@ -91,28 +91,41 @@ class YesNoLLMReranker:
                                                   self.max_doc_tokens, self.yes_id)
         return self._fingerprint
 
-    def _truncate(self, doc: str) -> str:
-        ids = self.tokenizer.encode(doc, add_special_tokens=False)
-        if len(ids) <= self.max_doc_tokens:
-            return doc
-        return self.tokenizer.decode(ids[: self.max_doc_tokens])
-
     def render(self, query: str, doc: str) -> list[int]:
-        message = self.prompt.format(query=query, doc=self._truncate(doc))
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": message}],
-                                                  add_generation_prompt=True, tokenize=False)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return render_prompt(self.tokenizer, self.prompt, query, doc, self.max_doc_tokens)
 
     def score(self, queries: Sequence[str], docs: Sequence[str]) -> list[float]:
         import torch
 
-        rows = [self.render(q, d) for q, d in zip(queries, docs, strict=True)]
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        input_ids, attention, positions = left_pad(
+            [self.render(q, d) for q, d in zip(queries, docs, strict=True)],
+            self.tokenizer.pad_token_id or 0)
         device = next(self.model.parameters()).device
         logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                             position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
         return torch.log_softmax(logits.float(), dim=-1)[:, self.yes_id].cpu().tolist()
+
+
+def render_prompt(tokenizer: Any, prompt: str, query: str, doc: str, max_doc_tokens: int
+                  ) -> list[int]:
+    """Token ids of ``prompt`` (with the doc cut to ``max_doc_tokens``) as a user turn of the
+    tokenizer's chat template, ending where the assistant's answer begins."""
+    ids = tokenizer.encode(doc, add_special_tokens=False)
+    if len(ids) > max_doc_tokens:
+        doc = tokenizer.decode(ids[:max_doc_tokens])
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt.format(query=query, doc=doc)}],
+        add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
+    """``(input_ids, attention_mask, position_ids)`` left-padded so the last column is each
+    row's final token; positions count real tokens only, so padding changes no score."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows])
+    attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    return input_ids, attention, positions
