@@ -18,9 +18,10 @@ default    200           20     the offline stand-ins
 full       all           100    the real benchmarks (needs DISTILLBENCH_ONLINE=1)
 =========  ============  =====  ==========================================
 
-Method hook: besides the built-in ``bm25``, ``minilm`` and ``llm-zeroshot``, a method
-registered in ``methods`` may provide ``build_reranker(context: RetrievalContext)``
-returning a pointwise or listwise reranker (``bench.retrieval.rerank``); DeAR does.
+Method hook: a method registered in ``methods`` provides ``build_reranker(context:
+RetrievalContext) -> (reranker | None, model name)``, a pointwise or listwise reranker
+(``bench.retrieval.rerank``) or ``None`` to keep the BM25 candidates; it may list extra
+``--set`` keys in ``settings_keys``. The baselines live in ``methods/retrieval_baselines.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {"n_queries": None, "depth": 100},
 }
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
-BUILTIN = ("bm25", "minilm", "llm-zeroshot")
 K1, B, CANDIDATES = 0.9, 0.4, 100
 
 
@@ -75,12 +75,24 @@ class RetrievalSuite(Suite):
             return [options.dataset]
         return list(self.real_datasets if options.preset == "full" else self.offline_datasets)
 
+    @staticmethod
+    def _recipe(method: str) -> Any:
+        from methods import METHODS
+
+        recipe = METHODS.get(method)()
+        if not hasattr(recipe, "build_reranker"):
+            raise UsageError(f"method {method!r} does not provide a reranker for retrieval "
+                             "suites; see `bench ls methods`")
+        return recipe
+
     def settings(self, options: RunOptions) -> dict[str, Any]:
         settings = dict(PRESETS[options.preset])
-        known = {"n_queries", "depth", "batch_size", "max_doc_tokens", "model", "dtype"}
+        known = {"n_queries", "depth", "window", "stride",
+                 *getattr(self._recipe(options.method), "settings_keys", ())}
         unknown = sorted(set(options.overrides) - known)
-        if unknown and options.method in BUILTIN:
-            raise UsageError(f"--set {unknown[0]}: not a setting of suite {self.name!r} "
+        if unknown:
+            raise UsageError(f"--set {unknown[0]}: not a setting of method "
+                             f"{options.method!r} on suite {self.name!r} "
                              f"(known: {', '.join(sorted(known))})")
         settings.update(options.overrides)
         if options.limit is not None:
@@ -151,9 +163,9 @@ class RetrievalSuite(Suite):
         from bench.retrieval import rerank
 
         settings = context.settings
-        if method == "bm25":
-            return candidates, "anserini-bm25"
-        reranker, model = self._builtin_reranker(method, context)
+        reranker, model = self._recipe(method).build_reranker(context)
+        if reranker is None:
+            return candidates, model
         docs = context.collection.docs()
         key = "-".join([reranker.fingerprint(), context.collection.checksum("test")[7:19],
                         rerank.run_hash(candidates, settings["depth"])])
@@ -172,34 +184,3 @@ class RetrievalSuite(Suite):
             batch_size=settings.get("batch_size", 32),
             cache_path=context.work_dir / "scores" / f"{key}.jsonl")
         return run, model
-
-    def _builtin_reranker(self, method: str, context: RetrievalContext) -> tuple[Any, str]:
-        settings = context.settings
-        if method == "minilm":
-            from bench.assets import load_bi_encoder
-            from bench.retrieval.rerankers import BiEncoderReranker
-
-            name = settings.get("model") or context.options.teacher or "all-minilm-l6-v2"
-            context.config["model"] = name
-            return BiEncoderReranker(load_bi_encoder(name), max_length=256), name
-        if method == "llm-zeroshot":
-            import torch
-
-            from bench.assets import load_causal_lm
-            from bench.retrieval.rerankers import YesNoLLMReranker
-
-            name = settings.get("model") or "smollm2-135m-instruct"
-            # bf16 weights: ~5x the pairs/s of fp32 on AMX CPUs (DESIGN §3); scores move
-            # by ~1e-2 in log-probability, ranking agreement stays high.
-            dtype = settings.get("dtype", "bfloat16")
-            model, tokenizer = load_causal_lm(name, dtype=getattr(torch, dtype))
-            max_doc = int(settings.get("max_doc_tokens", 128))
-            context.config.update({"model": name, "dtype": dtype, "max_doc_tokens": max_doc})
-            return YesNoLLMReranker(model, tokenizer, max_doc_tokens=max_doc), name
-        from methods import METHODS
-
-        recipe = METHODS.get(method)()
-        if not hasattr(recipe, "build_reranker"):
-            raise UsageError(f"method {method!r} does not provide a reranker for suite "
-                             f"{self.name!r}; choose one of: {', '.join(BUILTIN)}")
-        return recipe.build_reranker(context)
