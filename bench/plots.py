@@ -106,7 +106,7 @@ def main_score_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLik
                     ax.errorbar(ex, ey, yerr=ee, fmt="none", ecolor="black", capsize=3)
             ax.set_ylim(0, top * 1.3 or 1.0)
             ax.set_xticks(range(len(datasets)))
-            ax.set_xticklabels([_plain(ds + (" (offline stand-in)" if ds in stand_in else ""))
+            ax.set_xticklabels([_plain(ds + ("\n(offline stand-in)" if ds in stand_in else ""))
                                 for ds in datasets])
             ax.set_ylabel(_plain(", ".join(sorted(set(mains.values())))))
             ax.set_title(_plain(f"{suite}: main score per dataset"))

@@ -35,10 +35,9 @@ from typing import Any
 from bench.errors import UsageError
 
 OFFLINE = {
-    "offline/fiqa": ("fiqa", "BEIR FiQA-2018 (beir/fiqa/test)"),
-    "offline/boolq": ("boolq", "BEIR-style passage retrieval (no BEIR counterpart)"),
-    "offline/narrativeqa": ("narrativeqa",
-                            "BEIR-style retrieval over long documents (no BEIR counterpart)"),
+    "offline/fiqa": ("fiqa", "BEIR FiQA-2018"),
+    "offline/boolq": ("boolq", "BEIR (Wikipedia passages; no BEIR set of its own)"),
+    "offline/narrativeqa": ("narrativeqa", "BEIR (long documents; no BEIR set of its own)"),
 }
 SPLIT_FRACTIONS = (("train", 70), ("dev", 80), ("test", 100))  # cumulative percent
 _REGISTERED: set[str] = set()

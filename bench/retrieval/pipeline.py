@@ -174,11 +174,6 @@ class RetrievalSuite(Suite):
                                           depth=settings["depth"],
                                           window=settings.get("window", 20),
                                           stride=settings.get("stride", 10)), model
-        if hasattr(reranker, "prefetch"):
-            wanted = {d for q in candidates for d, _ in rerank.top_k(candidates[q],
-                                                                     settings["depth"])}
-            reranker.prefetch([queries[q] for q in sorted(queries)] + [docs[d] for d in
-                                                                       sorted(wanted)])
         run = rerank.rerank_pointwise(
             reranker, queries, candidates, docs, depth=settings["depth"],
             batch_size=settings.get("batch_size", 32),

@@ -104,6 +104,9 @@ def rerank_pointwise(
     cache = ScoreCache(cache_path)
     todo = [p for p in pairs if p not in cache.scores]
     todo.sort(key=lambda p: len(queries[p[0]]) + len(docs[p[1]]), reverse=True)
+    if todo and hasattr(reranker, "prefetch"):  # e.g. a bi-encoder embeds each text once
+        reranker.prefetch(sorted({queries[q] for q, _ in todo} | {docs[d] for _, d in todo}),
+                          progress=progress)
     with progress_bar(len(pairs), "rerank", enabled=progress,
                       done=len(pairs) - len(todo)) as advance:
         with torch.inference_mode():
