@@ -174,8 +174,13 @@ class RetrievalSuite(Suite):
                                           depth=settings["depth"],
                                           window=settings.get("window", 20),
                                           stride=settings.get("stride", 10)), model
+        cache_path = context.work_dir / "scores" / f"{key}.jsonl"
+        cached = len(rerank.ScoreCache(cache_path).scores)
         run = rerank.rerank_pointwise(
             reranker, queries, candidates, docs, depth=settings["depth"],
-            batch_size=settings.get("batch_size", 32),
-            cache_path=context.work_dir / "scores" / f"{key}.jsonl")
+            batch_size=settings.get("batch_size", 32), cache_path=cache_path)
+        if cached:
+            context.notes.append(f"{cached} pair scores came from the score cache "
+                                 f"({cache_path.name}); the wall time excludes scoring them")
+        context.config["score_cache"] = {"file": cache_path.name, "cached_pairs": cached}
         return run, model
