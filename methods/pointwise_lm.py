@@ -23,12 +23,13 @@ from bench.retrieval.rerankers import PROMPT, left_pad, model_fingerprint, rende
 class PointwiseLM(torch.nn.Module):
     def __init__(self, lm: Any, tokenizer: Any, *, head_init: str = "yes-no",
                  prompt: str = PROMPT, max_doc_tokens: int = 128, yes: str = "Yes",
-                 no: str = "No") -> None:
+                 no: str = "No", chat: bool = True) -> None:
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.max_doc_tokens = max_doc_tokens
+        self.chat = chat
         hidden = int(lm.config.hidden_size)
         self.head = torch.nn.Linear(hidden, 1, dtype=torch.float32)
         torch.nn.init.zeros_(self.head.bias)
@@ -39,7 +40,7 @@ class PointwiseLM(torch.nn.Module):
             out = lm.get_output_embeddings().weight.detach().float()
             with torch.no_grad():
                 self.head.weight.copy_((out[ids[0][0]] - out[ids[1][0]]).unsqueeze(0))
-        elif head_init == "random":
+        elif head_init in ("random", "probe"):  # "probe": the caller fits it (see dear.py)
             torch.nn.init.normal_(self.head.weight, std=0.02)
         else:
             raise ValueError(f"head_init must be 'yes-no' or 'random', got {head_init!r}")
@@ -53,8 +54,8 @@ class PointwiseLM(torch.nn.Module):
         return self.head(hidden.float()).squeeze(-1)
 
     def encode(self, queries: Sequence[str], docs: Sequence[str]) -> dict[str, torch.Tensor]:
-        rows = [render_prompt(self.tokenizer, self.prompt, q, d, self.max_doc_tokens)
-                for q, d in zip(queries, docs, strict=True)]
+        rows = [render_prompt(self.tokenizer, self.prompt, q, d, self.max_doc_tokens,
+                              chat=self.chat) for q, d in zip(queries, docs, strict=True)]
         input_ids, attention, positions = left_pad(rows, self.tokenizer.pad_token_id or 0)
         device = self.head.weight.device
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device),
@@ -62,7 +63,8 @@ class PointwiseLM(torch.nn.Module):
 
     # -- the PointwiseReranker protocol of bench.retrieval.rerank ----------------------
     def fingerprint(self) -> str:
-        return model_fingerprint(self, "pointwise-lm", self.prompt, self.max_doc_tokens)
+        return model_fingerprint(self, "pointwise-lm", self.prompt, self.max_doc_tokens,
+                                 self.chat)
 
     def score(self, queries: Sequence[str], docs: Sequence[str]) -> list[float]:
         was_training = self.training

@@ -106,16 +106,18 @@ class YesNoLLMReranker:
         return torch.log_softmax(logits.float(), dim=-1)[:, self.yes_id].cpu().tolist()
 
 
-def render_prompt(tokenizer: Any, prompt: str, query: str, doc: str, max_doc_tokens: int
-                  ) -> list[int]:
-    """Token ids of ``prompt`` (with the doc cut to ``max_doc_tokens``) as a user turn of the
-    tokenizer's chat template, ending where the assistant's answer begins."""
+def render_prompt(tokenizer: Any, prompt: str, query: str, doc: str, max_doc_tokens: int,
+                  *, chat: bool = True) -> list[int]:
+    """Token ids of ``prompt`` with the doc cut to ``max_doc_tokens``: as a user turn of the
+    tokenizer's chat template ending where the assistant's answer begins, or (``chat=False``)
+    as plain text."""
     ids = tokenizer.encode(doc, add_special_tokens=False)
     if len(ids) > max_doc_tokens:
         doc = tokenizer.decode(ids[:max_doc_tokens])
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt.format(query=query, doc=doc)}],
-        add_generation_prompt=True, tokenize=False)
+    text = prompt.format(query=query, doc=doc)
+    if chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                             add_generation_prompt=True, tokenize=False)
     return tokenizer.encode(text, add_special_tokens=False)
 
 
