@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytrec_eval  # the reference implementation (test extra): never skipped
 
 from bench import cli
 from bench.errors import UsageError
@@ -23,8 +24,6 @@ from bench.evaluate import (
     trec_eval_name,
 )
 from bench.trec import ranked, read_qrels, read_run, write_run
-
-pytrec_eval = pytest.importorskip("pytrec_eval")
 
 FIX = Path(__file__).parent / "fixtures" / "trec"
 CUTS = (1, 3, 10, 100)
