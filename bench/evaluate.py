@@ -66,8 +66,9 @@ def import_ranx() -> Any:
     if something imported numba already, its config is updated directly.
     """
     if not os.environ.get("NUMBA_CACHE_DIR"):
-        root = os.environ.get("DISTILLBENCH_CACHE") or "~/.cache/distillbench"
-        cache = Path(root).expanduser() / "numba"
+        from bench.assets.specs import cache_dir
+
+        cache = cache_dir() / "numba"
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError:

@@ -42,6 +42,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from bench.assets.models import online_mode
+from bench.assets.specs import cache_dir
 from bench.errors import UsageError
 from bench.progress import progress_bar
 from bench.trec import write_run
@@ -57,23 +59,9 @@ _INDEX_ARGS = ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocu
 _BATCH_CHUNK = 256
 
 
-def online() -> bool:
-    """True when the user allowed network access (``DISTILLBENCH_ONLINE=1``)."""
-    return os.environ.get("DISTILLBENCH_ONLINE", "").strip().lower() in {"1", "true", "yes"}
-
-
 def prebuilt_index_name(dataset: str) -> str:
     """pyserini's prebuilt BM25 index for a BEIR dataset name or ``trec-dl``."""
     return PREBUILT.get(dataset, f"beir-v1.0.0-{dataset}.flat")
-
-
-def default_cache_root() -> Path:
-    """The distillbench cache (``bench.assets.cache_dir`` when present, same rule otherwise)."""
-    try:
-        from bench.assets import cache_dir
-    except ImportError:
-        return Path(os.environ.get("DISTILLBENCH_CACHE") or "~/.cache/distillbench").expanduser()
-    return Path(cache_dir())
 
 
 def _sha256(path: Path) -> str:
@@ -169,7 +157,7 @@ def build_index(corpus_jsonl: Path, *, cache_root: Path | None = None, threads: 
     if not corpus.is_file():
         raise UsageError(f"{corpus}: corpus file not found (expected a BEIR corpus.jsonl)")
     sha = _sha256(corpus)
-    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    root = Path(cache_root) if cache_root is not None else cache_dir()
     target = root / "indexes" / sha[:16]
     if (target / META_FILE).is_file():
         return target
@@ -228,7 +216,7 @@ class BM25Retriever:
             self.index = str(path)
             self._searcher = java.autoclass("io.anserini.search.SimpleSearcher")(str(path))
         else:
-            if not online():
+            if not online_mode():
                 raise UsageError(f"BM25 index {index!r} is a pyserini prebuilt index, which needs "
                                  "the network: set DISTILLBENCH_ONLINE=1 or give a local index "
                                  "directory")
