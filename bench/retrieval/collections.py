@@ -213,16 +213,22 @@ class Collection:
         """sha256 over the corpus, queries and the split's qrels (files or streamed)."""
         from bench.results import file_checksum
 
+        key = f"checksum/{split}"
+        if key in self._cache:  # several cache keys and the result record need it
+            return self._cache[key]
         if self.folder is not None:
-            return file_checksum([self.folder / "corpus.jsonl", self.folder / "queries.jsonl",
-                                  self.folder / "qrels" / f"{split}.tsv"])
-        digest = hashlib.sha256()
-        for qid, by_doc in sorted(self.qrels(split).items()):
-            for did, rel in sorted(by_doc.items()):
-                digest.update(f"{qid}\t{did}\t{rel}\n".encode())
-        for qid, text in sorted(self.queries(split).items()):
-            digest.update(f"{qid}\t{text}\n".encode())
-        return f"sha256:{digest.hexdigest()}"
+            value = file_checksum([self.folder / "corpus.jsonl", self.folder / "queries.jsonl",
+                                   self.folder / "qrels" / f"{split}.tsv"])
+        else:
+            digest = hashlib.sha256()
+            for qid, by_doc in sorted(self.qrels(split).items()):
+                for did, rel in sorted(by_doc.items()):
+                    digest.update(f"{qid}\t{did}\t{rel}\n".encode())
+            for qid, text in sorted(self.queries(split).items()):
+                digest.update(f"{qid}\t{text}\n".encode())
+            value = f"sha256:{digest.hexdigest()}"
+        self._cache[key] = value
+        return value
 
 
 def _local_collection(cid: str, folder: Path, stand_in: bool, stands_in_for: str | None
