@@ -1,11 +1,13 @@
 """DeAR (Abdallah et al., 2025, arXiv:2508.16998): stage 1, pointwise distillation.
 
-PARTIAL IMPLEMENTATION. Done: the stage-1 loss (``methods/losses/dear.py``), the student
-(``methods/pointwise_lm.py``), group construction, cached teacher scores and resumable
-training on the shared trainer. Not done: the listwise stage 2 (LoRA permutation
-generation; its text formats and parser are in ``methods/listwise.py``), the suite hook
-that turns the trained student into leaderboard rows, and the 30-minute default. The
-method is therefore not registered, and ``bench run --method dear`` says so.
+PARTIAL IMPLEMENTATION, flagged ``partial`` in every result and leaderboard row. Done: the
+stage-1 loss (``methods/losses/dear.py``), the student (``methods/pointwise_lm.py``), group
+construction, cached teacher scores, resumable training on the shared trainer, and the
+suite hook: ``bench run --method dear --suite beir`` trains once on the BoolQ train queries
+(``--set train_collection=...`` to change) and reports two rows per collection, the
+undistilled student (``dear-student-init``) and the distilled one (``dear-p``); NarrativeQA
+and FiQA are zero-shot. Not done: the listwise stage 2 (LoRA permutation generation; its
+text formats and parser are in ``methods/listwise.py``), so there is no ``dear-l`` row.
 
 Groups: for each training query, its judged positive first, then N−1 BM25 hard negatives
 (top ``negatives_depth`` minus judged documents, in BM25 order), as in DeAR/RankLLaMA.
@@ -36,7 +38,12 @@ from pathlib import Path
 from typing import Any
 
 ECHO_PROMPT = "Query: {query}\nPassage: {doc}\nQuery: {query}"
-REGISTRY: list[dict[str, Any]] = []  # registered once the recipe is complete (see above)
+REGISTRY = [{
+    "name": "dear", "target": "DeAR",
+    "summary": "DeAR stage 1: MiniLM teacher distilled into a 4-layer SmolLM2 pointwise "
+               "reranker (PARTIAL: no listwise stage 2 yet)",
+    "citation": "Abdallah et al. 2025 (DeAR), arXiv:2508.16998",
+}]
 
 
 @dataclass
@@ -83,39 +90,54 @@ def build_groups(queries: dict[str, str], qrels: dict[str, dict[str, int]],
     return groups
 
 
+def build_student(cfg: DeARConfig) -> Any:
+    """The untrained student: the first ``student_layers`` layers of the LM plus a score
+    head (seeded, so the "before distillation" row is exactly the model training starts
+    from)."""
+    import torch
+
+    from bench.assets import first_k_layers_student, load_causal_lm
+    from methods.pointwise_lm import PointwiseLM
+
+    lm, tokenizer = load_causal_lm(cfg.student)
+    if cfg.student_layers < lm.config.num_hidden_layers:
+        lm = first_k_layers_student(lm, cfg.student_layers)
+    torch.manual_seed(cfg.seed)
+    if cfg.prompt == "echo":
+        return PointwiseLM(lm, tokenizer, head_init=cfg.head_init, prompt=ECHO_PROMPT,
+                           chat=False, max_doc_tokens=cfg.max_doc_tokens)
+    return PointwiseLM(lm, tokenizer, head_init=cfg.head_init, max_doc_tokens=cfg.max_doc_tokens)
+
+
 def train_stage1(cfg: DeARConfig, *, queries: dict[str, str], docs: dict[str, str],
                  groups: list[tuple[str, list[str]]], teacher: Any, work_dir: Path,
                  progress: bool = True) -> Any:
     """Train the pointwise student on ``groups``; resumes from ``work_dir`` checkpoints."""
     import torch
 
-    from bench.assets import first_k_layers_student, load_causal_lm
+    from bench.progress import progress_bar
     from bench.retrieval.rerank import ScoreCache
     from methods.losses.dear import dear_pointwise
-    from methods.pointwise_lm import PointwiseLM
     from methods.trainer import StepOutput, TrainConfig, Trainer
 
-    torch.manual_seed(cfg.seed)
     cache = ScoreCache(work_dir / f"teacher-{teacher.fingerprint()}.jsonl")
     todo = [(q, d) for q, ds in groups for d in ds if (q, d) not in cache.scores]
-    for start in range(0, len(todo), 256):
-        chunk = todo[start:start + 256]
-        cache.add(chunk, teacher.score([queries[q] for q, _ in chunk], [docs[d] for _, d in chunk]))
+    with progress_bar(len(todo), "teacher scores", enabled=progress and bool(todo)) as advance:
+        for start in range(0, len(todo), 256):
+            chunk = todo[start:start + 256]
+            cache.add(chunk, teacher.score([queries[q] for q, _ in chunk],
+                                           [docs[d] for _, d in chunk]))
+            advance(len(chunk))
     data = [(queries[q], [docs[d] for d in ds],
              [cfg.teacher_scale * cache.scores[(q, d)] for d in ds]) for q, ds in groups]
 
-    lm, tokenizer = load_causal_lm(cfg.student)
-    if cfg.student_layers < lm.config.num_hidden_layers:
-        lm = first_k_layers_student(lm, cfg.student_layers)
-    if cfg.prompt == "echo":
-        model = PointwiseLM(lm, tokenizer, head_init=cfg.head_init, prompt=ECHO_PROMPT,
-                            chat=False, max_doc_tokens=cfg.max_doc_tokens)
-    else:
-        model = PointwiseLM(lm, tokenizer, head_init=cfg.head_init,
-                            max_doc_tokens=cfg.max_doc_tokens)
+    model = build_student(cfg)
+    lm = model.lm
     if cfg.freeze_embeddings:
         lm.get_input_embeddings().weight.requires_grad_(False)
-    lm.get_output_embeddings().weight.requires_grad_(False)  # unused by the score
+    out = lm.get_output_embeddings()
+    if out is not None and out.weight is not lm.get_input_embeddings().weight:
+        out.weight.requires_grad_(False)  # the LM head is unused by the score
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head")]
 
     def step(m: Any, batch: list[tuple[str, list[str], list[float]]]) -> StepOutput:
@@ -141,3 +163,54 @@ def train_stage1(cfg: DeARConfig, *, queries: dict[str, str], docs: dict[str, st
     (work_dir / "stage1").mkdir(parents=True, exist_ok=True)
     (work_dir / "stage1" / "dear_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return trainer.train()
+
+
+def for_inference(model: Any) -> Any:
+    """bf16 weights for scoring (~2-3x faster on AMX CPUs, DESIGN §3); the head stays fp32."""
+    import torch
+
+    model = model.to(torch.bfloat16)
+    model.head.float()
+    return model.eval()
+
+
+class DeAR:
+    settings_keys = ("train_collection", "train_queries", "epochs", "group_size",
+                     "student_layers", "lr", "head_lr", "alpha", "temperature", "main",
+                     "batch_size", "max_doc_tokens")
+    smoke = {"train_queries": 64, "epochs": 1}
+
+    def build_rerankers(self, context: Any) -> list[tuple[str, Any, str]]:
+        import hashlib
+        from dataclasses import fields
+
+        from bench.assets import load_bi_encoder
+        from bench.retrieval.collections import load_collection
+        from bench.retrieval.rerankers import BiEncoderReranker
+
+        settings = dict(self.smoke if context.options.preset == "smoke" else {})
+        settings.update(context.settings)
+        names = {f.name for f in fields(DeARConfig)}
+        cfg = DeARConfig(**{k: v for k, v in settings.items() if k in names},
+                         seed=context.options.seed)
+        if context.options.student:
+            cfg.student = context.options.student
+        train_id = settings.get("train_collection", "offline/boolq")
+        train = (context.collection if context.collection.id == train_id
+                 else load_collection(train_id))
+        queries = dict(sorted(train.queries("train").items())[: cfg.train_queries])
+        groups = build_groups(queries, train.qrels("train"), context.bm25(train, queries),
+                              cfg.group_size, cfg.negatives_depth)
+        teacher_name = context.options.teacher or "all-minilm-l6-v2"
+        teacher = BiEncoderReranker(load_bi_encoder(teacher_name))
+        key = hashlib.sha256(json.dumps([asdict(cfg), teacher_name]).encode()).hexdigest()[:12]
+        work = context.work_dir / "dear" / f"{train.checksum('train')[7:19]}-{key}"
+        student = train_stage1(cfg, queries=queries, docs=train.docs(), groups=groups,
+                               teacher=teacher, work_dir=work)
+        model = f"{Path(cfg.student).name}-{cfg.student_layers}L"
+        context.config.update({"implementation": "partial", "dear": asdict(cfg),
+                               "teacher": teacher_name, "train_collection": train.id,
+                               "train_groups": len(groups)})
+        context.notes.append("DeAR stage 2 (listwise LoRA) is not implemented yet: no dear-l row")
+        return [("dear-student-init", for_inference(build_student(cfg)), model),
+                ("dear-p", for_inference(student), model)]

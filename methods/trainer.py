@@ -136,6 +136,22 @@ def _rng_neutral(loader: Any) -> Iterator[Any]:
     yield from iterator
 
 
+def _accelerator(mixed_precision: str) -> Any:
+    """An Accelerator with this precision. Accelerate keeps one process-wide state and
+    refuses a second precision; in a single process (tests, one recipe training two
+    models) the state is reset instead, while a distributed launch keeps its own."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, DistributedType
+
+    try:
+        return Accelerator(mixed_precision=mixed_precision)
+    except ValueError:
+        if AcceleratorState().distributed_type != DistributedType.NO:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=mixed_precision)
+
+
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -173,8 +189,6 @@ class Trainer:
                  *, collate_fn: Callable[[list[Any]], Any] | None = None,
                  param_groups: list[dict[str, Any]] | None = None,
                  accelerator: Any = None) -> None:
-        from accelerate import Accelerator
-
         if cfg.max_steps < 1 or cfg.grad_accum < 1 or cfg.batch_size < 1:
             raise ValueError("max_steps, grad_accum and batch_size must be positive")
         if len(dataset) == 0:
@@ -182,7 +196,7 @@ class Trainer:
         self.cfg = cfg
         self.step_fn = step_fn
         self.output_dir = Path(output_dir)
-        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        self.accelerator = accelerator or _accelerator(cfg.mixed_precision)
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
                                       weight_decay=cfg.weight_decay)

@@ -81,3 +81,23 @@ def test_stage1_trains_and_resumes(tiny_model_dir, tmp_path):
     assert OverlapTeacher.calls == calls  # teacher scores came from the cache
     torch.testing.assert_close(again.head.weight, model.head.weight)
     assert json.loads((tmp_path / "stage1" / "dear_config.json").read_text())["epochs"] == 2
+
+
+def test_bench_run_dear_yields_partial_rows(tiny_model_dir, tmp_path):
+    from bench.cli import main
+    from bench.results import ResultStore
+
+    out = tmp_path / "results"
+    code = main(["run", "--method", "dear", "--suite", "beir", "--dataset", "offline/fiqa",
+                 "--limit", "4", "--student", str(tiny_model_dir), "--set", "student_layers=2",
+                 "--set", "train_queries=6", "--set", "max_doc_tokens=8",
+                 "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    assert code == 0
+    records = {r["method"]: r for r in ResultStore(out).load("beir")}
+    assert set(records) == {"dear-student-init", "dear-p"}
+    for record in records.values():
+        assert record["implementation"] == "partial"
+        assert any("stage 2" in note for note in record["notes"])
+        assert record["config"]["train_collection"] == "offline/boolq"
+        assert record["config"]["rerank_seconds_per_query"] >= 0
+        assert record["dataset"]["num_items"] == 4

@@ -20,8 +20,11 @@ full       all           100    the real benchmarks (needs DISTILLBENCH_ONLINE=1
 
 Method hook: a method registered in ``methods`` provides ``build_reranker(context:
 RetrievalContext) -> (reranker | None, model name)``, a pointwise or listwise reranker
-(``bench.retrieval.rerank``) or ``None`` to keep the BM25 candidates; it may list extra
-``--set`` keys in ``settings_keys``. The baselines live in ``methods/retrieval_baselines.py``.
+(``bench.retrieval.rerank``) or ``None`` to keep the BM25 candidates, or
+``build_rerankers(context) -> [(row name, reranker | None, model name), ...]`` when one run
+yields several leaderboard rows (DeAR: the undistilled student, DeAR-P, ...). It may list
+extra ``--set`` keys in ``settings_keys``. Each row records its reranking seconds per
+query. The baselines live in ``methods/retrieval_baselines.py``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class RetrievalContext:
     options: RunOptions
     settings: dict[str, Any]
     work_dir: Path
-    bm25: Any  # callable(queries: dict) -> run, for hard negatives on training queries
+    bm25: Any  # callable(collection, queries) -> BM25 top-100 run (hard negatives for training)
     notes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)  # recorded in the result
 
@@ -80,7 +83,7 @@ class RetrievalSuite(Suite):
         from methods import METHODS
 
         recipe = METHODS.get(method)()
-        if not hasattr(recipe, "build_reranker"):
+        if not (hasattr(recipe, "build_reranker") or hasattr(recipe, "build_rerankers")):
             raise UsageError(f"method {method!r} does not provide a reranker for retrieval "
                              "suites; see `bench ls methods`")
         return recipe
@@ -100,9 +103,12 @@ class RetrievalSuite(Suite):
         return settings
 
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
-        return [self._run_dataset(dataset_id, options) for dataset_id in self.dataset_ids(options)]
+        records: list[dict[str, Any]] = []
+        for dataset_id in self.dataset_ids(options):
+            records.extend(self._run_dataset(dataset_id, options))
+        return records
 
-    def _run_dataset(self, dataset_id: str, options: RunOptions) -> dict[str, Any]:
+    def _run_dataset(self, dataset_id: str, options: RunOptions) -> list[dict[str, Any]]:
         from bench.assets import cache_dir
         from bench.evaluate import evaluate_run
         from bench.results import new_record
@@ -116,24 +122,36 @@ class RetrievalSuite(Suite):
         work_dir = Path(options.work_dir or cache_dir() / "runs")
         candidates = self._bm25(collection, queries, work_dir)
         context = RetrievalContext(collection, options, settings, work_dir,
-                                   bm25=lambda qs: self._bm25(collection, qs, work_dir))
-        run, model = self._rerank(options.method, context, queries, candidates)
-        means, per_query, missing = evaluate_run(qrels, run, METRICS)
-        notes = list(context.notes)
-        if missing:
-            notes.append(f"{missing} judged queries had no ranking and count as 0")
-        config = {"preset": options.preset, **settings, "candidates": CANDIDATES,
-                  "bm25": {"k1": K1, "b": B}, **context.config}
-        return new_record(
-            suite=self.name, suite_version=self.version,
-            dataset={"id": collection.id, "checksum": collection.checksum("test"),
-                     "split": "test", "offline_stand_in": collection.offline_stand_in,
-                     "stands_in_for": collection.stands_in_for, "num_items": len(qrels)},
-            method=options.method, model=model, seed=options.seed, preset=options.preset,
-            main_score=self.main_score, metrics=means, per_item=per_query, config=config,
-            implementation=context.config.get("implementation", "full"), notes=notes,
-            wall_time_s=time.perf_counter() - start,
-        )
+                                   bm25=lambda c, qs: self._bm25(c, qs, work_dir))
+        recipe = self._recipe(options.method)
+        if hasattr(recipe, "build_rerankers"):  # one method, several leaderboard rows
+            rows = recipe.build_rerankers(context)
+        else:
+            rows = [(options.method, *recipe.build_reranker(context))]
+        setup_seconds = time.perf_counter() - start
+        dataset = {"id": collection.id, "checksum": collection.checksum("test"), "split": "test",
+                   "offline_stand_in": collection.offline_stand_in,
+                   "stands_in_for": collection.stands_in_for, "num_items": len(qrels)}
+        records = []
+        for label, reranker, model in rows:
+            row_start = time.perf_counter()
+            run, notes, extra = self._rerank(reranker, context, queries, candidates)
+            seconds = time.perf_counter() - row_start
+            means, per_query, missing = evaluate_run(qrels, run, METRICS)
+            notes = [*context.notes, *notes]
+            if missing:
+                notes.append(f"{missing} judged queries had no ranking and count as 0")
+            config = {"preset": options.preset, **settings, "candidates": CANDIDATES,
+                      "bm25": {"k1": K1, "b": B}, **context.config, **extra,
+                      "rerank_seconds_per_query": round(seconds / max(1, len(queries)), 4)}
+            records.append(new_record(
+                suite=self.name, suite_version=self.version, dataset=dataset, method=label,
+                model=model, seed=options.seed, preset=options.preset,
+                main_score=self.main_score, metrics=means, per_item=per_query, config=config,
+                implementation=context.config.get("implementation", "full"), notes=notes,
+                wall_time_s=setup_seconds + seconds,
+            ))
+        return records
 
     def _bm25(self, collection: Collection, queries: dict[str, str], work_dir: Path
               ) -> dict[str, dict[str, float]]:
@@ -158,29 +176,29 @@ class RetrievalSuite(Suite):
         write_run(run, path, tag="bm25")
         return run
 
-    def _rerank(self, method: str, context: RetrievalContext, queries: dict[str, str],
-                candidates: dict[str, dict[str, float]]) -> tuple[dict, str]:
+    def _rerank(self, reranker: Any, context: RetrievalContext, queries: dict[str, str],
+                candidates: dict[str, dict[str, float]]) -> tuple[dict, list[str], dict]:
+        """(run, notes, config) of one reranker; ``None`` keeps the BM25 candidates."""
         from bench.retrieval import rerank
 
         settings = context.settings
-        reranker, model = self._recipe(method).build_reranker(context)
         if reranker is None:
-            return candidates, model
+            return candidates, [], {}
         docs = context.collection.docs()
-        key = "-".join([reranker.fingerprint(), context.collection.checksum("test")[7:19],
-                        rerank.run_hash(candidates, settings["depth"])])
         if isinstance(reranker, rerank.ListwiseReranker) and not hasattr(reranker, "score"):
             return rerank.rerank_listwise(reranker, queries, candidates, docs,
                                           depth=settings["depth"],
                                           window=settings.get("window", 20),
-                                          stride=settings.get("stride", 10)), model
+                                          stride=settings.get("stride", 10)), [], {}
+        key = "-".join([reranker.fingerprint(), context.collection.checksum("test")[7:19],
+                        rerank.run_hash(candidates, settings["depth"])])
         cache_path = context.work_dir / "scores" / f"{key}.jsonl"
         cached = len(rerank.ScoreCache(cache_path).scores)
         run = rerank.rerank_pointwise(
             reranker, queries, candidates, docs, depth=settings["depth"],
             batch_size=settings.get("batch_size", 32), cache_path=cache_path)
+        notes = []
         if cached:
-            context.notes.append(f"{cached} pair scores came from the score cache "
-                                 f"({cache_path.name}); the wall time excludes scoring them")
-        context.config["score_cache"] = {"file": cache_path.name, "cached_pairs": cached}
-        return run, model
+            notes.append(f"{cached} pair scores came from the score cache "
+                         f"({cache_path.name}); the wall time excludes scoring them")
+        return run, notes, {"score_cache": {"file": cache_path.name, "cached_pairs": cached}}
