@@ -12,9 +12,14 @@ export TRANSFORMERS_OFFLINE ?= 1
 setup:
 	VENV=$(VENV) bash scripts/setup.sh
 
+# Fresh results go to runs/ (git-ignored), so the committed ones under leaderboards/results
+# are never overwritten; compare the two tables, or pass OUT=leaderboards/results to update.
+OUT ?= runs/results
+
 run: setup
 	$(BENCH) assets prepare
-	$(BENCH) run --method dear --suite beir
+	$(BENCH) run --method dear --suite beir --out $(OUT)
+	$(BENCH) leaderboard --results $(OUT) --out $(dir $(OUT))leaderboards
 
 test: setup
 	$(PY) -m pytest -q -ra
