@@ -147,9 +147,9 @@ def test_beir_bm25_and_minilm_end_to_end(tmp_path, capsys):
 
 
 def test_method_not_offered_by_suite(capsys):
-    code = main(["run", "--method", "dear", "--suite", "beir"])
+    code = main(["run", "--method", "dear", "--suite", "trec-dl"])
     err = capsys.readouterr().err
-    assert code == 2 and "does not run on suite 'beir'" in err and len(err.splitlines()) == 1
+    assert code == 2 and "does not run on suite 'trec-dl'" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.slow
