@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and/or evaluate a method on a suite",
                          description="Train and evaluate METHOD on SUITE; writes one result "
                          "JSON per dataset and seed. Rerunning an interrupted run resumes it.")
-    run.add_argument("--method", required=True, help="method name (see `bench ls`)")
+    what = run.add_mutually_exclusive_group(required=True)
+    what.add_argument("--method", help="method name (see `bench ls`)")
+    what.add_argument("--loss", metavar="FILE.py:FN",
+                      help="train with your own token-level loss fn(student_logits, "
+                      "teacher_logits, *, mask=None, temperature=1.0) on a suite that trains "
+                      "generators (instruct); the result's method is custom-<FN>")
     run.add_argument("--suite", required=True, help="suite name (see `bench ls`)")
     run.add_argument("--dataset", help="dataset id within the suite (default: the suite's)")
     run.add_argument("--preset", choices=("smoke", "default", "full"), default="default",
@@ -86,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "suite: mean ± std and a paired test of each against a baseline.")
     cmp_.add_argument("--suite", required=True)
     cmp_.add_argument("--methods", type=_comma_list, required=True, help="a,b,c")
-    cmp_.add_argument("--baseline", required=True, help="method every other is tested against")
+    cmp_.add_argument("--baseline",
+                      help="method every other is tested against (default: the suite's)")
+    cmp_.add_argument("--seeds", type=int,
+                      help="use seeds 0..N-1 and run the missing ones first (`bench run` "
+                      "with --preset; results go to --results)")
+    cmp_.add_argument("--preset", choices=("smoke", "default", "full"), default="default",
+                      help="preset of the runs --seeds starts, and of the results compared")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
     cmp_.add_argument("--dataset", help="only this dataset id")
     cmp_.add_argument("--test", choices=("ttest", "bootstrap", "randomization"), default="ttest")
@@ -149,7 +160,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite_cls = SUITES.get(args.suite)
     entry = SUITES.entry(args.suite)
     allowed = entry.meta.get("methods")
-    if allowed is not None and args.method not in allowed:
+    loss_fn = loss_name = loss_sha = None
+    if args.loss is not None:
+        if allowed is None or "custom-loss" not in allowed:
+            raise UsageError(f"--loss: suite {args.suite!r} does not train with token-level "
+                             "losses; use a suite that does (instruct)")
+        from bench.user_loss import load_user_loss
+
+        loss_fn, loss_name, loss_sha = load_user_loss(args.loss)
+        args.method = f"custom-{loss_name}"
+    elif allowed is not None and args.method not in allowed:
         raise UsageError(f"method {args.method!r} does not run on suite {args.suite!r}; "
                          f"choose one of: {', '.join(allowed)}")
     if args.limit is not None and args.limit < 1:
@@ -158,6 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         method=args.method, dataset=args.dataset, preset=args.preset, seed=args.seed,
         limit=args.limit, out=args.out, work_dir=args.work_dir, overwrite=args.overwrite,
         teacher=args.teacher, student=args.student, overrides=dict(args.overrides),
+        loss_fn=loss_fn, loss_name=loss_name,
+        loss_source={"spec": args.loss, "sha256": loss_sha} if args.loss else None,
     )
     store = ResultStore(args.out)
     start = time.perf_counter()
@@ -173,18 +195,46 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare, compare_data
     from bench.results import ResultStore
+    from bench.suites import SUITES
 
+    baseline = args.baseline or SUITES.entry(args.suite).meta.get("baseline")
+    if baseline is None:
+        raise UsageError(f"suite {args.suite!r} names no baseline; pass --baseline METHOD")
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UsageError("--seeds must be a positive integer")
+        _run_missing_seeds(args, [baseline, *args.methods])
     records = ResultStore(args.results).load(args.suite)
+    if args.seeds is not None:
+        records = [r for r in records if r["seed"] < args.seeds and r["preset"] == args.preset]
     if not records:
         raise UsageError(f"no results for suite {args.suite!r} under {args.results}; "
                          f"run `bench run --suite {args.suite} ...` first")
-    kwargs = dict(methods=args.methods, baseline=args.baseline, metric=args.metric,
+    kwargs = dict(methods=args.methods, baseline=baseline, metric=args.metric,
                   dataset=args.dataset, test=args.test)
     if args.json:
         print(json.dumps(compare_data(records, **kwargs), indent=2, sort_keys=True))
     else:
         print(compare(records, **kwargs))
     return 0
+
+
+def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
+    """``bench run`` each (method, seed) of ``bench compare --seeds`` without a result."""
+    from bench.results import ResultStore
+
+    have = {(r["method"], r["seed"]) for r in ResultStore(args.results).load(args.suite)
+            if r["preset"] == args.preset}
+    for method in dict.fromkeys(methods):
+        for seed in range(args.seeds):
+            if (method, seed) in have:
+                continue
+            print(f"bench compare: running {method} seed {seed} ({args.preset})", flush=True)
+            argv = ["run", "--method", method, "--suite", args.suite, "--seed", str(seed),
+                    "--preset", args.preset, "--out", str(args.results)]
+            if args.dataset:
+                argv += ["--dataset", args.dataset]
+            cmd_run(build_parser().parse_args(argv))
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

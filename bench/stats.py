@@ -77,3 +77,24 @@ def paired_test(
         means = (signs * d).mean(axis=1)
         p = float((np.sum(np.abs(means) >= observed - 1e-12) + 1) / (n_resamples + 1))
     return PairedTest(test, n, mean_a, mean_b, p)
+
+
+def bootstrap_ci(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    *,
+    level: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(mean(a - b), low, high)``: percentile bootstrap interval of the paired mean
+    difference over the shared items (Efron & Tibshirani 1993, §13); nan when < 2 items."""
+    x, y = paired_arrays(a, b)
+    d = x - y
+    if len(d) < 2:
+        return (float(d.mean()) if len(d) else float("nan"), float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(n_resamples, len(d)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(d.mean()), float(low), float(high)

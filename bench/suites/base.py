@@ -35,6 +35,9 @@ class RunOptions:
     teacher: str | None = None
     student: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    loss_fn: Any = None  # a user's loss from `bench run --loss file.py:fn`
+    loss_name: str | None = None
+    loss_source: dict[str, Any] | None = None  # {"spec", "sha256"}, recorded in the result
 
 
 class Suite(ABC):

@@ -1,0 +1,179 @@
+"""Batched greedy generation with a chat template, optional top-k logits, and a disk cache.
+
+Used by every suite that generates (``instruct`` today; ``align``/``gsm8k``/``specbench``
+later). Prompts are rendered with the tokenizer's chat template, sorted by length and
+left-padded in batches (DESIGN §3: batch 32 gives ~8x the new tokens/s of batch 1 on this
+CPU), decoded greedily until EOS or ``max_new_tokens``.
+
+With ``topk=k`` the distribution behind every generated token is kept as its top k logits
+(bf16 values, int32 ids): these are exactly the teacher logits a token-level loss needs at
+the response positions (the logits of step j condition on the prompt and the first j
+generated tokens), so teacher responses and their top-k cache come from one pass.
+
+Generations are cached per (model fingerprint, settings, prompt token ids) in a JSONL
+file plus one safetensors file of top-k logits per item, written atomically, so an
+interrupted run keeps every finished batch and a rerun generates only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    output_ids: list[int]  # generated tokens, EOS included when it was produced
+    text: str
+    topk_values: torch.Tensor | None = None  # [len(output_ids), k] bf16
+    topk_indices: torch.Tensor | None = None  # [len(output_ids), k] int32
+
+
+def chat_prompt_ids(tokenizer: Any, prompt: str, *, system: str | None = None) -> list[int]:
+    """Token ids of one user turn rendered with the chat template, ready to generate."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer versions
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _trim(tokens: list[int], stop: set[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in stop:
+            return tokens[: i + 1]
+    return tokens
+
+
+@torch.no_grad()
+def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
+                   max_new_tokens: int, topk: int | None = None) -> list[Generation]:
+    """Greedy continuations of ``prompts`` (token ids), one left-padded batch."""
+    from bench.retrieval.rerankers import left_pad
+
+    input_ids, attention_mask, _ = left_pad(prompts, tokenizer.pad_token_id)
+    stop = _stop_ids(model, tokenizer)
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                         max_new_tokens=max_new_tokens, eos_token_id=stop,
+                         pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
+                         output_logits=topk is not None, temperature=None, top_p=None,
+                         top_k=None)
+    new = out.sequences[:, input_ids.shape[1]:].tolist()
+    results = []
+    for row, (prompt, tokens) in enumerate(zip(prompts, new, strict=True)):
+        tokens = _trim(tokens, set(stop))
+        gen = Generation(list(prompt), tokens,
+                         tokenizer.decode(tokens, skip_special_tokens=True).strip())
+        if topk is not None and tokens:
+            from methods.teacher_cache import topk_of
+
+            logits = torch.stack([step[row] for step in out.logits[: len(tokens)]])
+            gen.topk_values, gen.topk_indices = topk_of(logits, topk)
+        results.append(gen)
+    return results
+
+
+class GenerationCache:
+    """Generations of one model under one setting, keyed by prompt token ids."""
+
+    def __init__(self, root: Path, model_key: str) -> None:
+        self.dir = Path(root) / hashlib.sha256(model_key.encode()).hexdigest()[:16]
+        self.index = self.dir / "generations.jsonl"
+        self.items: dict[str, dict[str, Any]] = {}
+        if self.index.exists():
+            for line in self.index.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line after a kill
+                    continue
+                self.items[row["key"]] = row
+
+    @staticmethod
+    def key(prompt_ids: Sequence[int]) -> str:
+        return hashlib.sha256(json.dumps(list(prompt_ids)).encode()).hexdigest()[:24]
+
+    def get(self, prompt_ids: Sequence[int], topk: int | None) -> Generation | None:
+        row = self.items.get(self.key(prompt_ids))
+        if row is None:
+            return None
+        gen = Generation(list(prompt_ids), row["output_ids"], row["text"])
+        if topk is not None and row["output_ids"]:
+            path = self.dir / "topk" / f"{row['key']}.safetensors"
+            if not path.exists():
+                return None
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path))
+            if tensors["values"].shape[-1] < topk:
+                return None
+            gen.topk_values = tensors["values"][:, :topk]
+            gen.topk_indices = tensors["indices"][:, :topk]
+        return gen
+
+    def put(self, gens: Sequence[Generation]) -> None:
+        from safetensors.torch import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for gen in gens:
+            key = self.key(gen.prompt_ids)
+            if gen.topk_values is not None:
+                path = self.dir / "topk" / f"{key}.safetensors"
+                path.parent.mkdir(exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                save_file({"values": gen.topk_values.contiguous(),
+                           "indices": gen.topk_indices.contiguous()}, str(tmp))
+                os.replace(tmp, path)
+            self.items[key] = {"key": key, "output_ids": gen.output_ids, "text": gen.text}
+        # Append whole lines with one write, after the tensors: a kill loses at most the
+        # batch in flight, and a torn line is skipped on load.
+        with self.index.open("a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(self.items[self.key(g.prompt_ids)]) + "\n"
+                                 for g in gens))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
+             max_new_tokens: int, batch_size: int = 32, topk: int | None = None,
+             cache: GenerationCache | None = None, label: str = "generate",
+             progress: bool = True) -> list[Generation]:
+    """Greedy generations for ``prompts`` in input order, batched by length, cached."""
+    from bench.progress import progress_bar
+
+    results: list[Generation | None] = [None] * len(prompts)
+    todo = []
+    for i, prompt in enumerate(prompts):
+        hit = cache.get(prompt, topk) if cache is not None else None
+        if hit is None:
+            todo.append(i)
+        else:
+            results[i] = hit
+    todo.sort(key=lambda i: (len(prompts[i]), i))  # similar lengths share a batch
+    with progress_bar(len(todo), label, enabled=progress and bool(todo)) as advance:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            gens = generate_batch(model, tokenizer, [prompts[i] for i in chunk],
+                                  max_new_tokens=max_new_tokens, topk=topk)
+            if cache is not None:
+                cache.put(gens)
+            for i, gen in zip(chunk, gens, strict=True):
+                results[i] = gen
+            advance(len(chunk), new_tokens=sum(len(g.output_ids) for g in gens))
+    return [r for r in results if r is not None]

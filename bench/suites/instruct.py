@@ -1,0 +1,290 @@
+"""``instruct``: instruction following judged by ROUGE-L, the MiniLLM protocol (Gu et al. 2024).
+
+Offline default (stand-ins, labelled as such in every result): three generation tasks from
+the packaged data, each with a fixed train/test split (items ordered by a content hash; the
+first 30% are the test pool, the rest the train pool; NarrativeQA is split by story so no
+test story is seen in training):
+
+- ``offline/xsum``: one-sentence summary of a BBC article (reference: its XSum summary),
+- ``offline/nq-open``: short answer to an open-domain question (references: NQ answers),
+- ``offline/narrativeqa``: one-sentence answer about a story summary (two references).
+
+Articles and stories are cut to ``max_context_tokens`` (128) so a CPU can train on them.
+The score of a response is ROUGE-L F1 (rouge-score, Porter stemmer, as MiniLLM) against
+its best reference; the dataset score is the mean. Each result also records the mean
+response length, and a paired bootstrap 95% confidence interval of the difference against
+a named baseline (``--set baseline=sft`` by default) when that baseline's result for the
+same dataset and seed is already in the results directory.
+
+Distillation data: the teacher's greedy responses to the training prompts (chat template,
+bf16 weights), generated once and cached together with the teacher's top-k logits at every
+response token (:mod:`bench.generation`). Every method trains one student on the union of
+the three training sets and is evaluated on each test set (three records per run).
+
+Presets (recorded in every result; sizes per task):
+
+=========  =====  ====  ======================================================
+preset     train  test  notes
+=========  =====  ====  ======================================================
+smoke      24     12    minutes; for trying the pipeline
+default    100    60    the committed leaderboard; within 20 min per method on 2 cores
+full       all    all   real scale: ``--dataset dolly`` (databricks-dolly-15k via
+                        ``datasets``, needs DISTILLBENCH_ONLINE=1) or a local JSONL
+=========  =====  ====  ======================================================
+
+Real scale: ``--dataset path/to/file.jsonl`` with ``{"id", "prompt", "references": [...],
+"split": "train"|"test"}`` lines runs any prompt set (e.g. the MiniLLM test sets of Dolly,
+SelfInst, Vicuna, S-NI, UnNI exported to that form); ``--dataset dolly`` reads Dolly-15k
+and holds out 500 items as MiniLLM does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bench.errors import UsageError
+from bench.suites.base import DatasetSpec, RunOptions, Suite
+
+REGISTRY = [{
+    "name": "instruct", "target": "InstructSuite",
+    "summary": "instruction following, ROUGE-L vs references (offline: XSum, NQ-open, "
+               "NarrativeQA); MiniLLM protocol at real scale",
+    "citation": "Gu et al. 2024 (MiniLLM), arXiv:2306.08543",
+    "baseline": "sft", "main_score": "rougeL",
+    "methods": ["teacher", "student-init", "sft", "fkl", "rkl", "jsd", "skew_fkl",
+                "skew_rkl", "tvd", "mgsr", "custom-loss"],
+    "plot": "bench.plots:main_score_bars",
+}]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"train_per_task": 24, "test_per_task": 12, "max_steps": 12},
+    "default": {"train_per_task": 100, "test_per_task": 60},
+    "full": {"train_per_task": None, "test_per_task": None},
+}
+SUITE_SETTINGS = {"train_per_task", "test_per_task", "max_new_tokens", "max_context_tokens",
+                  "topk", "baseline", "gen_batch_size", "teacher_dtype"}
+TEST_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    prompt: str
+    references: tuple[str, ...]
+    group: str  # split key: items of one group fall on the same side
+
+
+@dataclass(frozen=True)
+class Task:
+    dataset_id: str
+    data_file: str
+    description: str
+
+    def items(self, tokenizer: Any, max_context_tokens: int) -> list[Item]:
+        from bench.assets import data_file
+
+        def cut(text: str) -> str:
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            return text if len(ids) <= max_context_tokens else \
+                tokenizer.decode(ids[:max_context_tokens]) + " ..."
+
+        rows = [json.loads(line) for line in
+                data_file(self.data_file).read_text(encoding="utf-8").splitlines() if line]
+        items = []
+        for i, row in enumerate(rows):
+            if self.data_file == "xsum":
+                items.append(Item(f"xsum-{row['id']}", "Summarize the following article in "
+                                  f"one sentence.\n\nArticle: {cut(row['document'])}",
+                                  (row["summary"],), row["id"]))
+            elif self.data_file == "nq-open":
+                items.append(Item(f"nq-{i}", "Answer the following question in a few words."
+                                  f"\n\nQuestion: {row['question']}",
+                                  tuple(row["answer"]), row["question"]))
+            else:
+                items.append(Item(f"nqa-{i}", "Read the story and answer the question in one "
+                                  f"sentence.\n\nStory: {cut(row['passage'])}\n\nQuestion: "
+                                  f"{row['question']}", tuple(row["answer"]), row["passage"]))
+        return items
+
+
+TASKS = (
+    Task("offline/xsum", "xsum", "XSum: one-sentence summaries of BBC articles"),
+    Task("offline/nq-open", "nq-open", "NQ-open: short answers to open-domain questions"),
+    Task("offline/narrativeqa", "narrativeqa", "NarrativeQA: answers about story summaries"),
+)
+
+
+def split(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """(train pool, test pool), both in a fixed pseudo-random order by content hash."""
+    def h(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    groups = sorted({it.group for it in items}, key=h)
+    test_groups = set(groups[: round(len(groups) * TEST_FRACTION)])
+    ordered = sorted(items, key=lambda it: (h(it.group), it.id))
+    return ([it for it in ordered if it.group not in test_groups],
+            [it for it in ordered if it.group in test_groups])
+
+
+def rouge_l(prediction: str, references: tuple[str, ...], scorer: Any) -> float:
+    """ROUGE-L F1 against the best reference."""
+    return max(scorer.score(ref, prediction)["rougeL"].fmeasure for ref in references)
+
+
+class InstructSuite(Suite):
+    name = "instruct"
+    version = "1"
+    main_score = "rougeL"
+    baseline = "sft"
+    datasets = tuple(DatasetSpec(t.dataset_id, t.description, stands_in_for=(
+        "MiniLLM instruction-following sets (Dolly, SelfInst, Vicuna, S-NI, UnNI)"))
+        for t in TASKS)
+    citation = "Gu et al. 2024 (MiniLLM), arXiv:2306.08543"
+
+    def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = {"max_new_tokens": 48, "max_context_tokens": 128,
+                                    "topk": 64, "baseline": self.baseline, "gen_batch_size": 32,
+                                    "teacher_dtype": "bfloat16", **PRESETS[options.preset]}
+        known = SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ()))
+        unknown = sorted(set(options.overrides) - known)
+        if unknown:
+            raise UsageError(f"--set {unknown[0]}: not a setting of method {options.method!r} "
+                             f"on suite 'instruct' (known: {', '.join(sorted(known))})")
+        settings.update(options.overrides)
+        if options.limit is not None:
+            settings["test_per_task"] = options.limit
+        return settings
+
+    def run(self, options: RunOptions) -> list[dict[str, Any]]:
+        from bench.assets import cache_dir, load_causal_lm
+        from bench.generation import GenerationCache, chat_prompt_ids, generate
+        from methods.token_kd import InstructContext, TrainExample, recipe_for
+
+        start = time.perf_counter()
+        recipe = recipe_for(options)
+        settings = self.settings(options, recipe)
+        work_dir = Path(options.work_dir or cache_dir() / "runs") / "instruct"
+        teacher_name = options.teacher or "smollm2-135m-instruct"
+        teacher, tokenizer = load_causal_lm(teacher_name)
+        tasks = self._tasks(options)
+        train_items, test_sets = [], []
+        for task in tasks:
+            pool_train, pool_test = self._pools(task, tokenizer, settings)
+            train_items += pool_train[: settings["train_per_task"]]
+            test_sets.append((task, pool_test[: settings["test_per_task"]]))
+
+        gen_teacher = _inference_copy(teacher, settings["teacher_dtype"])
+        teacher_key = json.dumps([teacher_name, settings["teacher_dtype"],
+                                  settings["max_new_tokens"], "greedy"])
+        teacher_cache = GenerationCache(work_dir / "generations", teacher_key)
+        prompts = [chat_prompt_ids(tokenizer, it.prompt) for it in train_items]
+        responses = generate(gen_teacher, tokenizer, prompts,
+                             max_new_tokens=settings["max_new_tokens"],
+                             batch_size=settings["gen_batch_size"], topk=settings["topk"],
+                             cache=teacher_cache, label="teacher responses (train)")
+        examples = [TrainExample(g.prompt_ids, g.output_ids, g.topk_values, g.topk_indices)
+                    for g in responses if g.output_ids]
+        context = InstructContext(options=options, settings=settings, work_dir=work_dir,
+                                  teacher_name=teacher_name, teacher=teacher,
+                                  tokenizer=tokenizer, train=examples)
+        model, model_name = recipe.build_model(context)
+        if model is teacher:
+            model, model_cache = gen_teacher, teacher_cache
+        else:
+            from bench.retrieval.rerankers import model_fingerprint
+
+            model = _inference_copy(model, "bfloat16")
+            model_cache = GenerationCache(work_dir / "generations", json.dumps(
+                [model_fingerprint(model), settings["max_new_tokens"], "greedy"]))
+        train_seconds = time.perf_counter() - start
+        records = []
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        for task, items in test_sets:
+            t0 = time.perf_counter()
+            gens = generate(model, tokenizer, [chat_prompt_ids(tokenizer, it.prompt)
+                                               for it in items],
+                            max_new_tokens=settings["max_new_tokens"],
+                            batch_size=settings["gen_batch_size"], cache=model_cache,
+                            label=f"{options.method} on {task.dataset_id}")
+            scores = {it.id: rouge_l(g.text, it.references, scorer)
+                      for it, g in zip(items, gens, strict=True)}
+            lengths = {it.id: float(len(g.output_ids)) for it, g in zip(items, gens, strict=True)}
+            records.append(self._record(options, settings, task, items, model_name, scores,
+                                        lengths, context, gens,
+                                        train_seconds + time.perf_counter() - t0))
+        return records
+
+    @staticmethod
+    def _tasks(options: RunOptions) -> tuple[Task, ...]:
+        if options.dataset is None:
+            return TASKS
+        for task in TASKS:
+            if task.dataset_id == options.dataset:
+                return (task,)
+        raise UsageError(f"--dataset {options.dataset!r}: not a dataset of suite 'instruct'; "
+                         f"choose one of {', '.join(t.dataset_id for t in TASKS)}")
+
+    @staticmethod
+    def _pools(task: Task, tokenizer: Any, settings: dict[str, Any]
+               ) -> tuple[list[Item], list[Item]]:
+        return split(task.items(tokenizer, settings["max_context_tokens"]))
+
+    def _record(self, options: RunOptions, settings: dict[str, Any], task: Task,
+                items: list[Item], model_name: str, scores: dict[str, float],
+                lengths: dict[str, float], context: Any, gens: list[Any],
+                wall: float) -> dict[str, Any]:
+        from bench.results import new_record
+        from bench.stats import bootstrap_ci
+
+        checksum = hashlib.sha256(json.dumps([[it.id, it.prompt, it.references]
+                                              for it in items]).encode()).hexdigest()
+        dataset = {"id": task.dataset_id, "checksum": f"sha256:{checksum}", "split": "test",
+                   "offline_stand_in": True, "stands_in_for": self.datasets[0].stands_in_for,
+                   "num_items": len(items)}
+        config = {"preset": options.preset, **settings, "teacher": context.teacher_name,
+                  "train_examples": len(context.train), **context.config,
+                  **({"loss_source": options.loss_source} if options.loss_source else {}),
+                  "samples": [{"id": it.id, "response": g.text}
+                              for it, g in list(zip(items, gens, strict=True))[:3]]}
+        notes = list(context.notes)
+        baseline = settings["baseline"]
+        if baseline != options.method:
+            from bench.results import ResultStore
+
+            base = [r for r in ResultStore(options.out).load(self.name)
+                    if r["method"] == baseline and r["dataset"]["id"] == task.dataset_id
+                    and r["seed"] == options.seed and r["preset"] == options.preset]
+            if base:
+                delta, lo, hi = bootstrap_ci(scores, base[0]["per_item"]["rougeL"])
+                config["paired_bootstrap_vs_baseline"] = {
+                    "baseline": baseline, "delta": delta, "ci95": [lo, hi], "n_resamples": 10000}
+            else:
+                notes.append(f"no {baseline!r} result for this dataset/seed/preset in "
+                             f"{options.out} yet: no bootstrap interval against it")
+        metrics = {"rougeL": sum(scores.values()) / len(scores),
+                   "response_tokens": sum(lengths.values()) / len(lengths)}
+        return new_record(
+            suite=self.name, suite_version=self.version, dataset=dataset,
+            method=options.method, model=model_name, seed=options.seed,
+            preset=options.preset, main_score=self.main_score, metrics=metrics,
+            per_item={"rougeL": scores, "response_tokens": lengths}, config=config,
+            implementation=context.config.get("implementation", "full"), notes=notes,
+            wall_time_s=wall)
+
+    main_datasets: ClassVar[tuple[str, ...]] = tuple(t.dataset_id for t in TASKS)
+
+
+def _inference_copy(model: Any, dtype: str) -> Any:
+    """A copy in ``dtype`` for generation (bf16: ~1.5x the new tokens/s on AMX CPUs)."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(model).to(getattr(torch, dtype)).eval()

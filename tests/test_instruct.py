@@ -1,0 +1,173 @@
+"""The instruct suite and token-level KD recipes: splits, ROUGE-L, batching, losses on the
+top-k cache, user losses, bootstrap intervals, and a tiny end-to-end run."""
+
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.errors import UsageError
+from bench.stats import bootstrap_ci
+from bench.suites.instruct import Item, rouge_l, split
+from methods.token_kd import TrainExample, collate, response_logits
+
+WORDS = "the a cat dog sat ran on mat park today summary answer question story".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model_dir(tmp_path_factory):
+    """A 2-layer random Llama with a word-level tokenizer and a minimal chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>", ":", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
+                                        unk_token="<unk>", eos_token="<eos>")
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }} {% endfor %}"
+                               "{% if add_generation_prompt %}: {% endif %}")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         eos_token_id=2, pad_token_id=0)
+    path = tmp_path_factory.mktemp("tiny-chat-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_split_is_fixed_disjoint_and_keeps_groups_together():
+    items = [Item(f"i{n}", f"p{n}", ("r",), f"story{n % 7}") for n in range(70)]
+    train, test = split(items)
+    assert split(list(reversed(items))) == (train, test)  # order-independent
+    assert len(train) + len(test) == 70
+    assert not {it.group for it in train} & {it.group for it in test}
+    assert len({it.group for it in test}) == 2  # round(7 * 0.3)
+
+
+def test_rouge_l_takes_the_best_reference():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    assert rouge_l("the cat sat", ("a dog ran", "the cat sat"), scorer) == 1.0
+    # LCS "cat mat" (stemmed): P = 2/3, R = 2/4, F = 4/7
+    assert rouge_l("cat on mat", ("the cat sat mat",), scorer) == pytest.approx(4 / 7)
+    assert rouge_l("", ("the cat",), scorer) == 0.0
+
+
+def test_bootstrap_ci_brackets_the_mean_difference():
+    a = {str(i): float(i % 3) for i in range(60)}
+    b = {str(i): float(i % 3) - 0.5 for i in range(60)}
+    assert bootstrap_ci(a, b) == (0.5, 0.5, 0.5)
+    b = {str(i): (i % 5) / 5 for i in range(60)}
+    delta, low, high = bootstrap_ci(a, b, seed=1)
+    assert low < delta < high
+    assert bootstrap_ci({"x": 1.0}, {"x": 0.0})[1] != bootstrap_ci({"x": 1.0}, {"x": 0.0})[1]
+
+
+def test_collate_marks_the_positions_that_predict_response_tokens():
+    batch = collate([TrainExample([5, 6, 7], [8, 9]), TrainExample([5], [4, 3, 2])], pad_id=0)
+    ids, predict = batch["input_ids"], batch["predict"]
+    nxt = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)
+    assert nxt[predict].tolist() == batch["targets"].tolist() == [8, 9, 4, 3, 2]
+    assert batch["attention_mask"].sum().item() == 9
+
+
+def test_response_logits_equal_the_full_forward(tiny_chat_model_dir):
+    from bench.assets import load_causal_lm
+
+    model, _ = load_causal_lm(str(tiny_chat_model_dir))
+    batch = collate([TrainExample([5, 6, 7], [8, 9]), TrainExample([5], [4, 3, 2])], pad_id=0)
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(response_logits(model, batch), full[batch["predict"]],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_kd_on_a_full_topk_support_equals_the_online_loss(tiny_chat_model_dir):
+    """With k = V the cached top-k path is exact (the renormalisation is the identity)."""
+    from bench.assets import load_causal_lm
+    from methods.teacher_cache import topk_of
+    from methods.token_kd import ForwardKL, KDConfig
+
+    teacher, _ = load_causal_lm(str(tiny_chat_model_dir))
+    torch.manual_seed(1)
+    student, _ = load_causal_lm(str(tiny_chat_model_dir))
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    examples = [TrainExample([5, 6, 7], [8, 9]), TrainExample([5], [4, 3, 2])]
+    with torch.no_grad():
+        t_logits = response_logits(teacher, collate(examples, 0))
+    values, indices = topk_of(t_logits, t_logits.shape[-1])
+    start = 0
+    for e in examples:
+        n = len(e.response_ids)
+        e.topk_values, e.topk_indices = values[start:start + n], indices[start:start + n]
+        start += n
+    cfg, recipe = KDConfig(), ForwardKL()
+    cached, _ = recipe.step_loss(student, collate(examples, 0), cfg, None)
+    online, _ = recipe.step_loss(student, collate(examples, 0), cfg, teacher)
+    # the cache stores bf16 values: agreement to bf16 precision
+    assert cached.item() == pytest.approx(online.item(), rel=2e-2, abs=1e-3)
+
+
+def _write(tmp_path, body):
+    path = tmp_path / "user_loss.py"
+    path.write_text("import torch\n" + body)
+    return path
+
+
+def test_user_loss_is_checked_before_training(tmp_path):
+    from bench.user_loss import load_user_loss
+
+    good = _write(tmp_path, (
+        "def my_kl(student_logits, teacher_logits, *, mask=None, temperature=1.0):\n"
+        "    s = torch.log_softmax(student_logits / temperature, -1)\n"
+        "    t = torch.log_softmax(teacher_logits / temperature, -1)\n"
+        "    per = (t.exp() * (t - s)).sum(-1)\n"
+        "    return per[mask].mean() if mask is not None else per.mean()\n"
+        "def detached(student_logits, teacher_logits, *, mask=None, temperature=1.0):\n"
+        "    return torch.tensor(0.0)\n"
+        "def not_zero(student_logits, teacher_logits, *, mask=None, temperature=1.0):\n"
+        "    return student_logits.mean() * 0 + 1.0\n"))
+    fn, name, sha = load_user_loss(f"{good}:my_kl")
+    assert name == "my_kl" and len(sha) == 64 and callable(fn)
+    for attr, words in (("detached", "no gradient"), ("not_zero", "should be 0"),
+                        ("missing", "no function")):
+        with pytest.raises(UsageError, match=words):
+            load_user_loss(f"{good}:{attr}")
+    with pytest.raises(UsageError, match="FILE.py:FUNCTION"):
+        load_user_loss(str(good))
+
+
+def test_run_with_a_user_loss_on_a_suite_without_training_is_a_usage_error(tmp_path, capsys):
+    path = _write(tmp_path, "def f(s, t, *, mask=None, temperature=1.0):\n    return 0\n")
+    assert main(["run", "--loss", f"{path}:f", "--suite", "beir"]) == 2
+    assert "does not train with token-level losses" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run_writes_three_records_and_resumes(tiny_chat_model_dir, tmp_path):
+    common = ["--suite", "instruct", "--preset", "smoke", "--teacher", str(tiny_chat_model_dir),
+              "--out", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work"),
+              "--limit", "3", "--set", "max_new_tokens=4", "--set", "train_per_task=4",
+              "--set", "student_layers=1", "--set", "mixed_precision=no",
+              "--set", "gen_batch_size=4", "--set", "max_context_tokens=16"]
+    assert main(["run", "--method", "sft", *common, "--set", "max_steps=2"]) == 0
+    assert main(["run", "--method", "fkl", *common, "--set", "max_steps=3"]) == 0
+    files = sorted((tmp_path / "results" / "instruct").rglob("*.json"))
+    assert len(files) == 6
+    record = json.loads(next(f for f in files if f.name.startswith("fkl")).read_text())
+    assert record["dataset"]["offline_stand_in"] and record["preset"] == "smoke"
+    assert len(record["per_item"]["rougeL"]) == 3
+    assert record["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "sft"
+    assert record["config"]["train_steps"] == 3
+    # rerunning resumes from the final checkpoint: no new training step is logged
+    metrics = next((tmp_path / "work").rglob("fkl-*/metrics.jsonl"))
+    before = metrics.read_text()
+    assert main(["run", "--method", "fkl", *common, "--set", "max_steps=3",
+                 "--overwrite"]) == 0
+    assert metrics.read_text() == before
