@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "with --preset; results go to --results)")
     cmp_.add_argument("--preset", choices=("smoke", "default", "full"), default="default",
                       help="preset of the runs --seeds starts, and of the results compared")
+    cmp_.add_argument("--teacher", help="--teacher of the runs --seeds starts")
+    cmp_.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
+                      metavar="KEY=VALUE", help="--set of the runs --seeds starts")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
     cmp_.add_argument("--dataset", help="only this dataset id")
     cmp_.add_argument("--test", choices=("ttest", "bootstrap", "randomization"), default="ttest")
@@ -234,6 +237,10 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
                     "--preset", args.preset, "--out", str(args.results)]
             if args.dataset:
                 argv += ["--dataset", args.dataset]
+            if args.teacher:
+                argv += ["--teacher", args.teacher]
+            for key, value in args.overrides:
+                argv += ["--set", f"{key}={json.dumps(value)}"]
             cmd_run(build_parser().parse_args(argv))
 
 

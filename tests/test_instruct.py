@@ -171,3 +171,36 @@ def test_tiny_end_to_end_run_writes_three_records_and_resumes(tiny_chat_model_di
     assert main(["run", "--method", "fkl", *common, "--set", "max_steps=3",
                  "--overwrite"]) == 0
     assert metrics.read_text() == before
+
+
+def test_a_local_jsonl_prompt_set_is_read_and_split(tmp_path):
+    from bench.suites.instruct import ExternalTask
+
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"id": f"x{i}", "prompt": f"say {i}", "references": [str(i)]} for i in range(10)]
+    rows[0]["split"] = "test"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    train, test = ExternalTask(str(path), str(path), "local").pools(None, 128)
+    assert len(train) + len(test) == 10 and "x0" in {it.id for it in test}
+    path.write_text('{"id": "a", "prompt": "p"}\n')
+    with pytest.raises(UsageError, match=r"prompts.jsonl:1: need a JSON object"):
+        ExternalTask(str(path), str(path), "local").pools(None, 128)
+
+
+@pytest.mark.slow
+def test_compare_runs_missing_seeds_then_reports_mean_and_std(tiny_chat_model_dir, tmp_path,
+                                                              capsys):
+    sets = ["max_new_tokens=3", "train_per_task=2", "test_per_task=2", "student_layers=1",
+            "mixed_precision=no", "gen_batch_size=4", "max_context_tokens=8", "max_steps=1"]
+    argv = ["compare", "--suite", "instruct", "--methods", "fkl", "--seeds", "2",
+            "--preset", "smoke", "--teacher", str(tiny_chat_model_dir),
+            "--results", str(tmp_path / "results"), "--dataset", "offline/nq-open"]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    files = sorted(p.name for p in (tmp_path / "results").rglob("*.json"))
+    assert len(files) == 4  # sft and fkl, seeds 0 and 1
+    assert "| fkl |" in out.replace("  ", " ") and "Mean ± std" in out
+    assert main(argv) == 0  # everything present now: nothing is rerun
+    assert "running" not in capsys.readouterr().out

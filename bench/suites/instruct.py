@@ -84,6 +84,11 @@ class Task:
     dataset_id: str
     data_file: str
     description: str
+    offline_stand_in: bool = True
+
+    def pools(self, tokenizer: Any, max_context_tokens: int) -> tuple[list[Item], list[Item]]:
+        """(train pool, test pool) in their fixed order."""
+        return split(self.items(tokenizer, max_context_tokens))
 
     def items(self, tokenizer: Any, max_context_tokens: int) -> list[Item]:
         from bench.assets import data_file
@@ -110,6 +115,47 @@ class Task:
                                   f"sentence.\n\nStory: {cut(row['passage'])}\n\nQuestion: "
                                   f"{row['question']}", tuple(row["answer"]), row["passage"]))
         return items
+
+
+@dataclass(frozen=True)
+class ExternalTask(Task):
+    """Real-scale prompt sets: a local JSONL file, or Dolly-15k through ``datasets``."""
+
+    offline_stand_in: bool = False
+
+    def pools(self, tokenizer: Any, max_context_tokens: int) -> tuple[list[Item], list[Item]]:
+        if self.data_file == "dolly":
+            from bench.assets.models import online_mode
+
+            if not online_mode():
+                raise UsageError("--dataset dolly downloads databricks/databricks-dolly-15k: "
+                                 "set DISTILLBENCH_ONLINE=1, or export it to JSONL and pass "
+                                 "the file")
+            from datasets import load_dataset
+
+            rows = load_dataset("databricks/databricks-dolly-15k", split="train")
+            items = [Item(f"dolly-{i}", r["instruction"] + (f"\n\n{r['context']}"
+                                                          if r["context"] else ""),
+                          (r["response"],), f"dolly-{i}") for i, r in enumerate(rows)]
+            ordered = sorted(items, key=lambda it: hashlib.sha256(it.id.encode()).hexdigest())
+            return ordered[500:], ordered[:500]  # MiniLLM holds out 500 Dolly items
+        path = Path(self.data_file)
+        train, test, unsplit = [], [], []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                item = Item(str(row["id"]), str(row["prompt"]),
+                            tuple(str(r) for r in row["references"]), str(row["id"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise UsageError(f"{path}:{n}: need a JSON object with id, prompt and a "
+                                 f"references list ({type(exc).__name__}: {exc})") from None
+            {"train": train, "test": test}.get(row.get("split"), unsplit).append(item)
+        if unsplit:
+            extra_train, extra_test = split(unsplit)
+            train, test = train + extra_train, test + extra_test
+        return train, test
 
 
 TASKS = (
@@ -174,7 +220,7 @@ class InstructSuite(Suite):
         tasks = self._tasks(options)
         train_items, test_sets = [], []
         for task in tasks:
-            pool_train, pool_test = self._pools(task, tokenizer, settings)
+            pool_train, pool_test = task.pools(tokenizer, settings["max_context_tokens"])
             train_items += pool_train[: settings["train_per_task"]]
             test_sets.append((task, pool_test[: settings["test_per_task"]]))
 
@@ -228,13 +274,13 @@ class InstructSuite(Suite):
         for task in TASKS:
             if task.dataset_id == options.dataset:
                 return (task,)
+        if options.dataset == "dolly":
+            return (ExternalTask("dolly", "dolly", "databricks-dolly-15k (MiniLLM split)"),)
+        if options.dataset.endswith(".jsonl") and Path(options.dataset).is_file():
+            return (ExternalTask(options.dataset, options.dataset, "local prompt set"),)
         raise UsageError(f"--dataset {options.dataset!r}: not a dataset of suite 'instruct'; "
-                         f"choose one of {', '.join(t.dataset_id for t in TASKS)}")
-
-    @staticmethod
-    def _pools(task: Task, tokenizer: Any, settings: dict[str, Any]
-               ) -> tuple[list[Item], list[Item]]:
-        return split(task.items(tokenizer, settings["max_context_tokens"]))
+                         f"choose one of {', '.join(t.dataset_id for t in TASKS)}, dolly, "
+                         "or an existing .jsonl file")
 
     def _record(self, options: RunOptions, settings: dict[str, Any], task: Task,
                 items: list[Item], model_name: str, scores: dict[str, float],
@@ -246,8 +292,9 @@ class InstructSuite(Suite):
         checksum = hashlib.sha256(json.dumps([[it.id, it.prompt, it.references]
                                               for it in items]).encode()).hexdigest()
         dataset = {"id": task.dataset_id, "checksum": f"sha256:{checksum}", "split": "test",
-                   "offline_stand_in": True, "stands_in_for": self.datasets[0].stands_in_for,
-                   "num_items": len(items)}
+                   "offline_stand_in": task.offline_stand_in,
+                   "stands_in_for": self.datasets[0].stands_in_for if task.offline_stand_in
+                   else None, "num_items": len(items)}
         config = {"preset": options.preset, **settings, "teacher": context.teacher_name,
                   "train_examples": len(context.train), **context.config,
                   **({"loss_source": options.loss_source} if options.loss_source else {}),
