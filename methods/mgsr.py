@@ -10,7 +10,7 @@ responses as the KD baselines (:mod:`methods.token_kd`):
 - DAC-KL and the span loss (unit weights) are taken on the **distillation sequence** of the
   step. On most steps that is the teacher's cached response, compared on the teacher's
   top-k support (as every cached-logit baseline here). On a fraction ``scrg_fraction``
-  (default 0.25) of steps it is an SCRG-revised student sequence: the student decodes each
+  (default 0.2) of steps it is an SCRG-revised student sequence: the student decodes each
   prompt (greedy [ours]; the paper does not say which decoding), the teacher scores it, the
   position of largest KL(teacher ‖ student) among tokens where the student disagrees with
   the teacher's argmax gets the teacher's token (one correction per sample, the paper's
@@ -150,7 +150,7 @@ class MGSR(TokenKD):
 
     def build_model(self, context: InstructContext) -> tuple[Any, str]:
         self.context = context
-        self.scrg_fraction = float(context.settings.get("scrg_fraction", 0.25))
+        self.scrg_fraction = float(context.settings.get("scrg_fraction", 0.2))
         self.span_distance = str(context.settings.get("span_distance", "l2"))
         self.stats = {"scrg_steps": 0, "scrg_corrections": 0}
         model, name = super().build_model(context)

@@ -93,7 +93,7 @@ class InstructContext:
 class KDConfig:
     student_layers: int = 8
     freeze_embeddings: bool = True
-    epochs: int = 4
+    epochs: int = 2
     max_steps: int | None = None  # overrides epochs
     batch_size: int = 8
     lr: float = 5e-4
