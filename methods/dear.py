@@ -1,13 +1,16 @@
-"""DeAR (Abdallah et al., 2025, arXiv:2508.16998): stage 1, pointwise distillation.
+"""DeAR (Abdallah et al., 2025, arXiv:2508.16998): pointwise, then listwise distillation.
 
-PARTIAL IMPLEMENTATION, flagged ``partial`` in every result and leaderboard row. Done: the
-stage-1 loss (``methods/losses/dear.py``), the student (``methods/pointwise_lm.py``), group
-construction, cached teacher scores, resumable training on the shared trainer, and the
-suite hook: ``bench run --method dear --suite beir`` trains once on the BoolQ train queries
-(``--set train_collection=...`` to change) and reports two rows per collection, the
-undistilled student (``dear-student-init``) and the distilled one (``dear-p``); NarrativeQA
-and FiQA are zero-shot. Not done: the listwise stage 2 (LoRA permutation generation; its
-text formats and parser are in ``methods/listwise.py``), so there is no ``dear-l`` row.
+``bench run --method dear --suite beir`` trains once on the BoolQ train queries (``--set
+train_collection=...`` to change) and reports three rows per collection: the undistilled
+student (``dear-student-init``), the stage-1 pointwise student (``dear-p``) and stage 2,
+the listwise LoRA adapter reranking dear-p's top ``stage2_depth`` (``dear-l``;
+``methods/dear_listwise.py``, where its budget measurements are; ``--set stage2=false``
+skips it). NarrativeQA and FiQA are zero-shot. Stage 1: the loss
+(``methods/losses/dear.py``), the student (``methods/pointwise_lm.py``), groups, cached
+teacher scores, resumable training on the shared trainer. Still flagged ``partial``
+(``PARTIAL_NOTE``, in every row): the teacher must be a bi-encoder (no cross-encoder or
+RankLLaMA teacher), the scale knobs are ``--set`` keys rather than the issue's flags, and
+the README has no real-scale recipe yet.
 
 Groups: for each training query, its judged positive first, then N−1 BM25 hard negatives
 (top ``negatives_depth`` minus judged documents, in BM25 order), as in DeAR/RankLLaMA.
@@ -32,16 +35,20 @@ BM25 nDCG@10 0.847 there, random order ≈ 0.30):
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 ECHO_PROMPT = "Query: {query}\nPassage: {doc}\nQuery: {query}"
+PARTIAL_NOTE = ("DeAR is partial: the teacher must be a bi-encoder (no cross-encoder or "
+                "RankLLaMA teacher yet), scale flags are --set keys, and the README lacks the "
+                "real-scale recipe")
 REGISTRY = [{
     "name": "dear", "target": "DeAR",
-    "summary": "DeAR stage 1: MiniLM teacher distilled into a 4-layer SmolLM2 pointwise "
-               "reranker (PARTIAL: no listwise stage 2 yet)",
+    "summary": "DeAR: MiniLM teacher distilled into a 4-layer SmolLM2 pointwise reranker "
+               "(stage 1), then a LoRA listwise permutation generator on it (stage 2)",
     "citation": "Abdallah et al. 2025 (DeAR), arXiv:2508.16998",
 }]
 
@@ -174,11 +181,70 @@ def for_inference(model: Any) -> Any:
     return model.eval()
 
 
+STAGE2_KEYS = {"window": "window", "stride": "stride", "stage2_depth": "depth",
+               "stage2_windows": "train_windows", "stage2_epochs": "epochs",
+               "stage2_lr": "lr", "stage2_rank": "lora_rank", "stage2_doc_tokens":
+               "max_doc_tokens", "stage2_batch": "inference_batch",
+               "rationale_file": "rationale_file"}
+
+
+def build_listwise(context: Any, settings: dict[str, Any], *, lm: Any, tokenizer: Any,
+                   dear_p: Any, queries: dict[str, str], docs: dict[str, str],
+                   candidates: dict[str, dict[str, float]], teacher: Any, work: Path) -> Any:
+    """Stage 2 on ``lm``, a copy of the stage-1 LM: train (or resume) the adapter on
+    windows of the training queries' BM25 candidates, and return the listwise reranker
+    whose first stage is ``dear_p`` (its scores are read from the score cache the pipeline
+    wrote for the ``dear-p`` row, keyed the same way; a changed key only costs a
+    rescoring). Must be the last row: it writes its repair counts into ``context.config``
+    while it reranks, and rows built later would inherit them."""
+    import hashlib
+
+    from bench.retrieval import rerank
+    from methods.dear_listwise import (
+        ListwiseConfig,
+        ListwiseReranker,
+        build_windows,
+        load_rationales,
+        score_pairs,
+        train_stage2,
+    )
+
+    cfg = ListwiseConfig(**{f: settings[k] for k, f in STAGE2_KEYS.items() if k in settings},
+                         seed=context.options.seed)
+    cfg.depth = min(cfg.depth, int(settings["depth"]))
+    context.settings.setdefault("window", cfg.window)  # what the pipeline passes to windows
+    context.settings.setdefault("stride", cfg.stride)
+    rationales = load_rationales(cfg.rationale_file)
+    windows = build_windows(candidates, window=cfg.window, stride=cfg.stride, depth=cfg.depth,
+                            n_windows=cfg.train_windows, seed=cfg.seed)
+    scores = score_pairs(teacher, [(q, d) for q, ids in windows for d in ids], queries, docs,
+                         work / f"teacher-{teacher.fingerprint()}.jsonl")
+    digest = hashlib.sha256(json.dumps([asdict(cfg), sorted(rationales.items())]).encode())
+    stage2_dir = work / f"stage2-{digest.hexdigest()[:12]}"
+    model = train_stage2(cfg, lm=lm, tokenizer=tokenizer,
+                         queries=queries, docs=docs, windows=windows, scores=scores,
+                         work_dir=stage2_dir, rationales=rationales)
+    test_docs = context.collection.docs()
+
+    def first_stage(qs: dict[str, str], run: dict[str, dict[str, float]]) -> dict:
+        key = "-".join([dear_p.fingerprint(), context.collection.checksum("test")[7:19],
+                        rerank.run_hash(run, settings["depth"])])
+        return rerank.rerank_pointwise(dear_p, qs, run, test_docs, depth=settings["depth"],
+                                       batch_size=settings.get("batch_size", 32),
+                                       cache_path=context.work_dir / "scores" / f"{key}.jsonl")
+
+    seconds = float((stage2_dir / "train_seconds").read_text())
+    context.config["dear_l"] = {**asdict(cfg), "first_stage": "dear-p",
+                                "train_windows_used": len(windows),
+                                "train_seconds": seconds, "work_dir": stage2_dir.name}
+    return ListwiseReranker(model, first_stage=first_stage, report=context.config)
+
+
 class DeAR:
     settings_keys = ("train_collection", "train_queries", "epochs", "group_size",
                      "student_layers", "lr", "head_lr", "alpha", "temperature", "main",
-                     "batch_size", "max_doc_tokens")
-    smoke = {"train_queries": 64, "epochs": 1}
+                     "batch_size", "max_doc_tokens", "stage2", *STAGE2_KEYS)
+    smoke = {"train_queries": 64, "epochs": 1, "stage2_windows": 48}
 
     def build_rerankers(self, context: Any) -> list[tuple[str, Any, str]]:
         import hashlib
@@ -199,8 +265,9 @@ class DeAR:
         train = (context.collection if context.collection.id == train_id
                  else load_collection(train_id))
         queries = dict(sorted(train.queries("train").items())[: cfg.train_queries])
-        groups = build_groups(queries, train.qrels("train"), context.bm25(train, queries),
-                              cfg.group_size, cfg.negatives_depth)
+        candidates = context.bm25(train, queries)
+        groups = build_groups(queries, train.qrels("train"), candidates, cfg.group_size,
+                              cfg.negatives_depth)
         teacher_name = context.options.teacher or "all-minilm-l6-v2"
         teacher = BiEncoderReranker(load_bi_encoder(teacher_name))
         key = hashlib.sha256(json.dumps([asdict(cfg), teacher_name]).encode()).hexdigest()[:12]
@@ -211,6 +278,15 @@ class DeAR:
         context.config.update({"implementation": "partial", "dear": asdict(cfg),
                                "teacher": teacher_name, "train_collection": train.id,
                                "train_groups": len(groups)})
-        context.notes.append("DeAR stage 2 (listwise LoRA) is not implemented yet: no dear-l row")
-        return [("dear-student-init", for_inference(build_student(cfg)), model),
-                ("dear-p", for_inference(student), model)]
+        context.notes.append(PARTIAL_NOTE)
+        stage2 = settings.get("stage2", True)
+        lm = copy.deepcopy(student.lm) if stage2 else None  # before bf16 casts the student
+        dear_p = for_inference(student)
+        rows = [("dear-student-init", for_inference(build_student(cfg)), model),
+                ("dear-p", dear_p, model)]
+        if stage2:  # last row: it records its parse repairs into context.config
+            rows.append(("dear-l", build_listwise(
+                context, settings, lm=lm, tokenizer=student.tokenizer, dear_p=dear_p,
+                queries=queries,
+                docs=train.docs(), candidates=candidates, teacher=teacher, work=work), model))
+        return rows

@@ -83,21 +83,33 @@ def test_stage1_trains_and_resumes(tiny_model_dir, tmp_path):
     assert json.loads((tmp_path / "stage1" / "dear_config.json").read_text())["epochs"] == 2
 
 
-def test_bench_run_dear_yields_partial_rows(tiny_model_dir, tmp_path):
+def test_bench_run_dear_yields_three_rows_through_both_stages(tiny_model_dir, tmp_path):
     from bench.cli import main
     from bench.results import ResultStore
 
     out = tmp_path / "results"
-    code = main(["run", "--method", "dear", "--suite", "beir", "--dataset", "offline/fiqa",
-                 "--limit", "4", "--student", str(tiny_model_dir), "--set", "student_layers=2",
-                 "--set", "train_queries=6", "--set", "max_doc_tokens=8",
-                 "--out", str(out), "--work-dir", str(tmp_path / "work")])
-    assert code == 0
+    argv = ["run", "--method", "dear", "--suite", "beir", "--dataset", "offline/fiqa",
+            "--limit", "4", "--student", str(tiny_model_dir), "--set", "student_layers=2",
+            "--set", "train_queries=6", "--set", "max_doc_tokens=8",
+            "--set", "stage2_windows=4", "--set", "stage2_doc_tokens=6", "--set", "window=3",
+            "--set", "stride=2", "--set", "stage2_depth=5", "--set", "stage2_rank=4",
+            "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    assert main(argv) == 0
     records = {r["method"]: r for r in ResultStore(out).load("beir")}
-    assert set(records) == {"dear-student-init", "dear-p"}
+    assert set(records) == {"dear-student-init", "dear-p", "dear-l"}
     for record in records.values():
         assert record["implementation"] == "partial"
-        assert any("stage 2" in note for note in record["notes"])
+        assert any("DeAR is partial" in note for note in record["notes"])
         assert record["config"]["train_collection"] == "offline/boolq"
         assert record["config"]["rerank_seconds_per_query"] >= 0
         assert record["dataset"]["num_items"] == 4
+    listwise = records["dear-l"]["config"]
+    assert listwise["window"] == 3 and listwise["dear_l"]["depth"] == 5
+    assert listwise["listwise_repairs"]["windows"] == 4 * 2  # spans [2, 5) and [0, 3)
+    assert "listwise_repairs" not in records["dear-p"]["config"]
+    adapters = list((tmp_path / "work" / "dear").glob("*/stage2-*/adapter"))
+    assert len(adapters) == 1 and (adapters[0] / "adapter_model.safetensors").exists()
+    assert main([*argv, "--overwrite"]) == 0  # the rerun resumes both stages from disk
+    again = {r["method"]: r for r in ResultStore(out).load("beir")}
+    assert again["dear-l"]["metrics"] == records["dear-l"]["metrics"]
+    assert again["dear-l"]["config"]["dear_l"] == listwise["dear_l"]

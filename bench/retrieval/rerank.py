@@ -8,7 +8,9 @@
   reads the cache and scores only what is missing.
 - A :class:`ListwiseReranker` orders a window of documents. :func:`sliding_window` drives
   it over a long candidate list back to front (RankGPT, Sun et al. 2023: window 20, stride
-  10 at real scale), so strong documents bubble up to the top window.
+  10 at real scale), so strong documents bubble up to the top window. A listwise
+  reranker with its own ``rerank_run`` (same arguments as :func:`rerank_listwise`) drives
+  the windows itself, e.g. batched across queries or over a first stage of its own.
 """
 
 from __future__ import annotations
@@ -178,6 +180,9 @@ def rerank_listwise(
     progress: bool = True,
 ) -> Run:
     """Sliding-window listwise reranking of each query's top ``depth`` candidates."""
+    if hasattr(reranker, "rerank_run"):  # the reranker's own driver (see the module doc)
+        return reranker.rerank_run(queries, candidates, docs, depth=depth, window=window,
+                                   stride=stride, progress=progress)
     out: Run = {}
     with progress_bar(len(candidates), "listwise", enabled=progress) as advance:
         for qid in sorted(candidates):
