@@ -175,6 +175,36 @@ def test_chunked_equals_plain(name, chunk_size):
     torch.testing.assert_close(tb.grad, ta.grad, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("chunk_size", [1, 4])
+def test_fused_chunks_with_a_constant_teacher_equal_plain(name, chunk_size):
+    """The usual case (teacher detached) takes the fused path: value and gradient in one
+    pass per chunk, nothing recomputed."""
+    s, t = logits_pair(9, shape=(2, 6, 40))
+    mask = torch.rand(2, 6, generator=torch.Generator().manual_seed(2)) > 0.4
+    fn = get_loss(name)
+    a = s.clone().requires_grad_(True)
+    b = s.clone().requires_grad_(True)
+    plain = fn(a, t, mask=mask, temperature=1.5)
+    chunked = fn(b, t, mask=mask, temperature=1.5, chunk_size=chunk_size)
+    assert chunked.item() == pytest.approx(plain.item(), abs=1e-6)
+    (3.0 * plain).backward()
+    (3.0 * chunked).backward()  # the upstream gradient is applied, not assumed 1
+    torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        assert fn(s, t, chunk_size=chunk_size).item() == pytest.approx(fn(s, t).item(),
+                                                                       abs=1e-6)
+
+
+def test_fused_chunks_refuse_a_second_backward_clearly():
+    s, t = logits_pair(10)
+    student = s.clone().requires_grad_(True)
+    loss = get_loss("fkl")(student, t, chunk_size=2)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()
+
+
 def test_bf16_logits_computed_in_float32():
     s, t = logits_pair(8)
     got = get_loss("fkl")(s.bfloat16(), t.bfloat16())

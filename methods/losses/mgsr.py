@@ -161,7 +161,8 @@ def dac_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         return value.clamp_min(0.0)
 
     return token_loss(rows, student_logits, teacher_logits, mask=mask,
-                      temperature=temperature, chunk_size=chunk_size)
+                      temperature=temperature, chunk_size=chunk_size,
+                      closure_has_params=clip_net is not None)
 
 
 def fixed_window_span_ids(mask: torch.Tensor, span_len: int) -> torch.Tensor:
