@@ -6,7 +6,8 @@ left-padded in batches (DESIGN §3: batch 32 gives ~8x the new tokens/s of batch
 CPU), decoded greedily until EOS or ``max_new_tokens``.
 
 With ``topk=k`` the distribution behind every generated token is kept as its top k logits
-(bf16 values, int32 ids): these are exactly the teacher logits a token-level loss needs at
+(float32 values, int32 ids) plus the log-normaliser over the whole vocabulary: these are
+exactly the teacher logits a token-level loss needs at
 the response positions (the logits of step j condition on the prompt and the first j
 generated tokens), so teacher responses and their top-k cache come from one pass.
 
@@ -33,8 +34,9 @@ class Generation:
     prompt_ids: list[int]
     output_ids: list[int]  # generated tokens, EOS included when it was produced
     text: str
-    topk_values: torch.Tensor | None = None  # [len(output_ids), k] bf16
+    topk_values: torch.Tensor | None = None  # [len(output_ids), k] float32
     topk_indices: torch.Tensor | None = None  # [len(output_ids), k] int32
+    topk_lse: torch.Tensor | None = None  # [len(output_ids)] float32 log-sum-exp over V
 
 
 def chat_prompt_ids(tokenizer: Any, prompt: str, *, system: str | None = None) -> list[int]:
@@ -82,12 +84,38 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
         gen = Generation(list(prompt), tokens,
                          tokenizer.decode(tokens, skip_special_tokens=True).strip())
         if topk is not None and tokens:
-            from methods.teacher_cache import topk_of
+            from methods.teacher_cache import topk_lse_of
 
             logits = torch.stack([step[row] for step in out.logits[: len(tokens)]])
-            gen.topk_values, gen.topk_indices = topk_of(logits, topk)
+            gen.topk_values, gen.topk_indices, gen.topk_lse = topk_lse_of(logits, topk)
         results.append(gen)
     return results
+
+
+@torch.no_grad()
+def _add_topk(model: Any, tokenizer: Any, gens: Sequence[Generation], topk: int,
+              batch_size: int, cache: GenerationCache | None, progress: bool) -> None:
+    """Top-k logits and normaliser of cached generations, by one teacher-forced pass."""
+    from bench.progress import progress_bar
+    from methods.teacher_cache import topk_lse_of
+
+    with progress_bar(len(gens), "teacher logits (cached responses)", enabled=progress) as adv:
+        for start in range(0, len(gens), batch_size):
+            chunk = gens[start:start + batch_size]
+            rows = [g.prompt_ids + g.output_ids for g in chunk]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            for i, g in enumerate(chunk):
+                p, n = len(g.prompt_ids), len(g.output_ids)
+                g.topk_values, g.topk_indices, g.topk_lse = topk_lse_of(
+                    logits[i, p - 1: p - 1 + n], topk)
+            if cache is not None:
+                cache.put(chunk)
+            adv(len(chunk))
 
 
 class GenerationCache:
@@ -121,10 +149,11 @@ class GenerationCache:
             from safetensors.torch import load_file
 
             tensors = load_file(str(path))
-            if tensors["values"].shape[-1] < topk:
-                return None
-            gen.topk_values = tensors["values"][:, :topk]
+            if tensors["values"].shape[-1] < topk or "lse" not in tensors:
+                return None  # entries of older versions lack the normaliser: regenerate
+            gen.topk_values = tensors["values"][:, :topk].float()
             gen.topk_indices = tensors["indices"][:, :topk]
+            gen.topk_lse = tensors["lse"]
         return gen
 
     def put(self, gens: Sequence[Generation]) -> None:
@@ -138,7 +167,8 @@ class GenerationCache:
                 path.parent.mkdir(exist_ok=True)
                 tmp = path.with_suffix(".tmp")
                 save_file({"values": gen.topk_values.contiguous(),
-                           "indices": gen.topk_indices.contiguous()}, str(tmp))
+                           "indices": gen.topk_indices.contiguous(),
+                           "lse": gen.topk_lse.contiguous()}, str(tmp))
                 os.replace(tmp, path)
             self.items[key] = {"key": key, "output_ids": gen.output_ids, "text": gen.text}
         # Append whole lines with one write, after the tensors: a kill loses at most the
@@ -158,13 +188,21 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
     from bench.progress import progress_bar
 
     results: list[Generation | None] = [None] * len(prompts)
-    todo = []
+    todo, rescore = [], []
     for i, prompt in enumerate(prompts):
         hit = cache.get(prompt, topk) if cache is not None else None
-        if hit is None:
-            todo.append(i)
-        else:
+        if hit is not None:
             results[i] = hit
+            continue
+        text_only = cache.get(prompt, None) if cache is not None and topk else None
+        if text_only is not None and text_only.output_ids:
+            rescore.append(i)  # tokens cached by an older version, logits missing
+            results[i] = text_only
+        else:
+            todo.append(i)
+    if rescore:
+        _add_topk(model, tokenizer, [results[i] for i in rescore], topk, batch_size, cache,
+                  progress)
     todo.sort(key=lambda i: (len(prompts[i]), i))  # similar lengths share a batch
     with progress_bar(len(todo), label, enabled=progress and bool(todo)) as advance:
         for start in range(0, len(todo), batch_size):

@@ -84,7 +84,7 @@ def _revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[int]]
             ) -> tuple[list[TrainExample], int]:
     from bench.generation import generate_batch
     from methods.losses.mgsr import scrg_correction
-    from methods.teacher_cache import topk_of
+    from methods.teacher_cache import topk_lse_of
     from methods.token_kd import response_logits
 
     first = [g.output_ids for g in generate_batch(student, tokenizer, prompts,
@@ -128,11 +128,12 @@ def _revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[int]]
     revised = [TrainExample(p, r) for p, r in zip(prompts, first, strict=True) if r]
     if revised:
         logits = response_logits(teacher, collate(revised, tokenizer.pad_token_id))
-        values, indices = topk_of(logits, topk)
+        values, indices, lse = topk_lse_of(logits, topk)
         start = 0
         for e in revised:
             n = len(e.response_ids)
             e.topk_values, e.topk_indices = values[start:start + n], indices[start:start + n]
+            e.topk_lse = lse[start:start + n]
             start += n
     student.train(was_training)
     return revised, corrections
@@ -190,7 +191,8 @@ class MGSR(TokenKD):
                 examples = revised
                 batch = collate(examples, self.context.tokenizer.pad_token_id)
                 logits = response_logits(lm, batch)
-        student, target = topk_support(logits, batch["topk_values"], batch["topk_indices"])
+        student, target = topk_support(logits, batch["topk_values"], batch["topk_indices"],
+                                       batch["topk_lse"])
         student, target = student.unsqueeze(0), target.unsqueeze(0)
         dac = dac_kl(student, target, model.clip_net, temperature=cfg.temperature)
         span = span_correlation_loss(student, target, span_ids(self.context.tokenizer, examples),

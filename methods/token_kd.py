@@ -72,6 +72,7 @@ class TrainExample:
     response_ids: list[int]
     topk_values: torch.Tensor | None = None  # [len(response_ids), k]
     topk_indices: torch.Tensor | None = None
+    topk_lse: torch.Tensor | None = None  # [len(response_ids)] teacher log-normaliser
 
 
 @dataclass
@@ -141,6 +142,7 @@ def collate(batch: list[TrainExample], pad_id: int) -> dict[str, Any]:
     if batch[0].topk_values is not None:
         out["topk_values"] = torch.cat([e.topk_values for e in batch]).float()
         out["topk_indices"] = torch.cat([e.topk_indices for e in batch]).long()
+        out["topk_lse"] = torch.cat([e.topk_lse for e in batch]).float()
     return out
 
 
@@ -212,7 +214,8 @@ class TokenKD:
         else:
             from methods.teacher_cache import topk_support
 
-            student, target = topk_support(logits, batch["topk_values"], batch["topk_indices"])
+            student, target = topk_support(logits, batch["topk_values"], batch["topk_indices"],
+                                           batch["topk_lse"])
             kd = fn(student.unsqueeze(0), target.unsqueeze(0), temperature=cfg.temperature,
                     **cfg.loss_hp)
         loss = kd + cfg.ce_weight * ce if cfg.ce_weight else kd

@@ -234,8 +234,8 @@ class InstructSuite(Suite):
                              max_new_tokens=settings["max_new_tokens"],
                              batch_size=settings["gen_batch_size"], topk=settings["topk"],
                              cache=teacher_cache, label="teacher responses (train)")
-        examples = [TrainExample(g.prompt_ids, g.output_ids, g.topk_values, g.topk_indices)
-                    for g in responses if g.output_ids]
+        examples = [TrainExample(g.prompt_ids, g.output_ids, g.topk_values, g.topk_indices,
+                                 g.topk_lse) for g in responses if g.output_ids]
         context = InstructContext(options=options, settings=settings, work_dir=work_dir,
                                   teacher_name=teacher_name, teacher=teacher,
                                   tokenizer=tokenizer, train=examples)
