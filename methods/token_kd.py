@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+TRAIN_FORMAT = 2  # 2: top-k cache compared on top-k + rest with the full student softmax
+
 REGISTRY = [
     {"name": "teacher", "target": "Teacher",
      "summary": "the teacher itself (SmolLM2-135M-Instruct by default), no training",
@@ -251,7 +253,9 @@ class TokenKD:
                                 checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
                                 progress=True)
         method = context.options.method
-        key = hashlib.sha256(json.dumps([method, self.custom_name, asdict(cfg),
+        # TRAIN_FORMAT changes whenever the meaning of a step changes, so a checkpoint of
+        # an older recipe is never resumed as if it were this one.
+        key = hashlib.sha256(json.dumps([TRAIN_FORMAT, method, self.custom_name, asdict(cfg),
                                          context.teacher_name, _data_key(context.train)],
                                         default=str).encode()).hexdigest()[:12]
         out_dir = context.work_dir / "train" / f"{method}-{key}"
