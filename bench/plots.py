@@ -104,13 +104,14 @@ def main_score_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLik
                 if multi:
                     ex, ey, ee = zip(*multi, strict=True)
                     ax.errorbar(ex, ey, yerr=ee, fmt="none", ecolor="black", capsize=3)
-            ax.set_ylim(0, top * 1.3 or 1.0)
+            legend_rows = -(-len(rows) // 2)  # two legend columns; leave room above the bars
+            ax.set_ylim(0, top * (1.15 + 0.08 * legend_rows) or 1.0)
             ax.set_xticks(range(len(datasets)))
             ax.set_xticklabels([_plain(ds + ("\n(offline stand-in)" if ds in stand_in else ""))
                                 for ds in datasets])
             ax.set_ylabel(_plain(", ".join(sorted(set(mains.values())))))
             ax.set_title(_plain(f"{suite}: main score per dataset"))
-            ax.legend(fontsize="small", loc="upper left", ncol=min(3, max(len(rows), 1)))
+            ax.legend(fontsize="small", loc="upper left", ncol=min(2, max(len(rows), 1)))
             fig.tight_layout()
 
         paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_main_score.png"))
