@@ -49,7 +49,8 @@ def chat_prompt_ids(tokenizer: Any, prompt: str, *, system: str | None = None) -
     return list(ids)
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+def stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Token ids that end a response: the generation config's EOS ids and the tokenizer's."""
     ids = getattr(model.generation_config, "eos_token_id", None)
     ids = [ids] if isinstance(ids, int) else list(ids or [])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -71,7 +72,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
     from bench.retrieval.rerankers import left_pad
 
     input_ids, attention_mask, _ = left_pad(prompts, tokenizer.pad_token_id)
-    stop = _stop_ids(model, tokenizer)
+    stop = stop_ids(model, tokenizer)
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
                          max_new_tokens=max_new_tokens, eos_token_id=stop,
                          pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,28 @@ def build_groups(queries: dict[str, str], qrels: dict[str, dict[str, int]],
     return groups
 
 
+def score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], queries: dict[str, str],
+                docs: dict[str, str], cache_path: Path, progress: bool = True
+                ) -> dict[tuple[str, str], float]:
+    """Teacher scores of (query id, doc id) pairs through a score cache (both stages use
+    the same file, so stage 2 rescores only pairs stage 1 never saw)."""
+    from bench.progress import progress_bar
+    from bench.retrieval.rerank import ScoreCache
+
+    cache = ScoreCache(cache_path)
+    todo = sorted({p for p in pairs if p not in cache.scores})
+    if todo and hasattr(teacher, "prefetch"):
+        teacher.prefetch(sorted({queries[q] for q, _ in todo} | {docs[d] for _, d in todo}),
+                         progress=progress)
+    with progress_bar(len(todo), "teacher scores", enabled=progress and bool(todo)) as advance:
+        for start in range(0, len(todo), 256):
+            chunk = todo[start:start + 256]
+            cache.add(chunk, teacher.score([queries[q] for q, _ in chunk],
+                                           [docs[d] for _, d in chunk]))
+            advance(len(chunk))
+    return cache.scores
+
+
 def build_student(cfg: DeARConfig) -> Any:
     """The untrained student: the first ``student_layers`` layers of the LM plus a score
     head (seeded, so the "before distillation" row is exactly the model training starts
@@ -122,21 +145,13 @@ def train_stage1(cfg: DeARConfig, *, queries: dict[str, str], docs: dict[str, st
     """Train the pointwise student on ``groups``; resumes from ``work_dir`` checkpoints."""
     import torch
 
-    from bench.progress import progress_bar
-    from bench.retrieval.rerank import ScoreCache
     from methods.losses.dear import dear_pointwise
     from methods.trainer import StepOutput, TrainConfig, Trainer
 
-    cache = ScoreCache(work_dir / f"teacher-{teacher.fingerprint()}.jsonl")
-    todo = [(q, d) for q, ds in groups for d in ds if (q, d) not in cache.scores]
-    with progress_bar(len(todo), "teacher scores", enabled=progress and bool(todo)) as advance:
-        for start in range(0, len(todo), 256):
-            chunk = todo[start:start + 256]
-            cache.add(chunk, teacher.score([queries[q] for q, _ in chunk],
-                                           [docs[d] for _, d in chunk]))
-            advance(len(chunk))
+    scores = score_pairs(teacher, [(q, d) for q, ds in groups for d in ds], queries, docs,
+                         work_dir / f"teacher-{teacher.fingerprint()}.jsonl", progress)
     data = [(queries[q], [docs[d] for d in ds],
-             [cfg.teacher_scale * cache.scores[(q, d)] for d in ds]) for q, ds in groups]
+             [cfg.teacher_scale * scores[(q, d)] for d in ds]) for q, ds in groups]
 
     model = build_student(cfg)
     lm = model.lm
@@ -205,7 +220,6 @@ def build_listwise(context: Any, settings: dict[str, Any], *, lm: Any, tokenizer
         ListwiseReranker,
         build_windows,
         load_rationales,
-        score_pairs,
         train_stage2,
     )
 

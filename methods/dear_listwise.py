@@ -125,27 +125,6 @@ def build_windows(candidates: Run, *, window: int, stride: int, depth: int, n_wi
     return pool[:n_windows]
 
 
-def score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], queries: dict[str, str],
-                docs: dict[str, str], cache_path: Path, progress: bool = True
-                ) -> dict[tuple[str, str], float]:
-    """Teacher scores of (query id, doc id) pairs, through the stage-1 score cache."""
-    from bench.progress import progress_bar
-    from bench.retrieval.rerank import ScoreCache
-
-    cache = ScoreCache(cache_path)
-    todo = sorted({p for p in pairs if p not in cache.scores})
-    if todo and hasattr(teacher, "prefetch"):
-        teacher.prefetch(sorted({queries[q] for q, _ in todo} | {docs[d] for _, d in todo}),
-                         progress=progress)
-    with progress_bar(len(todo), "teacher scores", enabled=progress and bool(todo)) as advance:
-        for start in range(0, len(todo), 256):
-            chunk = todo[start:start + 256]
-            cache.add(chunk, teacher.score([queries[q] for q, _ in chunk],
-                                           [docs[d] for _, d in chunk]))
-            advance(len(chunk))
-    return cache.scores
-
-
 class ListwiseLM(torch.nn.Module):
     """The adapted LM plus its prompt format; ``forward`` is the training loss."""
 

@@ -82,7 +82,7 @@ def scrg_revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[i
 def _revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[int]],
             max_new_tokens: int, topk: int, was_training: bool
             ) -> tuple[list[TrainExample], int]:
-    from bench.generation import generate_batch
+    from bench.generation import generate_batch, stop_ids
     from methods.losses.mgsr import scrg_correction
     from methods.teacher_cache import topk_lse_of
     from methods.token_kd import response_logits
@@ -109,7 +109,7 @@ def _revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[int]]
             start += n
         positions, teacher_tokens, _ = scrg_correction(tokens, s_pad.float(), t_pad.float(),
                                                        mask)
-        stop = set(_stop_ids(student, tokenizer))
+        stop = set(stop_ids(student, tokenizer))
         pending = []
         for j, i in enumerate(rows):
             pos = int(positions[j])
@@ -137,12 +137,6 @@ def _revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[int]]
             start += n
     student.train(was_training)
     return revised, corrections
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
-    from bench.generation import _stop_ids as stop_ids
-
-    return stop_ids(model, tokenizer)
 
 
 class MGSR(TokenKD):

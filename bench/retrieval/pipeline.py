@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from bench.errors import UsageError
 from bench.retrieval.collections import Collection, load_collection
-from bench.suites.base import RunOptions, Suite
+from bench.suites.base import RunOptions, Suite, apply_overrides
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"n_queries": 25, "depth": 10},
@@ -92,12 +92,7 @@ class RetrievalSuite(Suite):
         settings = dict(PRESETS[options.preset])
         known = {"n_queries", "depth", "window", "stride",
                  *getattr(self._recipe(options.method), "settings_keys", ())}
-        unknown = sorted(set(options.overrides) - known)
-        if unknown:
-            raise UsageError(f"--set {unknown[0]}: not a setting of method "
-                             f"{options.method!r} on suite {self.name!r} "
-                             f"(known: {', '.join(sorted(known))})")
-        settings.update(options.overrides)
+        apply_overrides(settings, options, known, self.name)
         if options.limit is not None:
             settings["n_queries"] = options.limit
         return settings

@@ -40,6 +40,19 @@ class RunOptions:
     loss_source: dict[str, Any] | None = None  # {"spec", "sha256"}, recorded in the result
 
 
+def apply_overrides(settings: dict[str, Any], options: RunOptions, known: set[str],
+                    suite: str) -> dict[str, Any]:
+    """``settings`` updated with ``--set`` values, after rejecting keys not in ``known``."""
+    from bench.errors import UsageError
+
+    unknown = sorted(set(options.overrides) - known)
+    if unknown:
+        raise UsageError(f"--set {unknown[0]}: not a setting of method {options.method!r} on "
+                         f"suite {suite!r} (known: {', '.join(sorted(known))})")
+    settings.update(options.overrides)
+    return settings
+
+
 class Suite(ABC):
     name: ClassVar[str]
     version: ClassVar[str]

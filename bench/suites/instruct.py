@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import UsageError
-from bench.suites.base import DatasetSpec, RunOptions, Suite
+from bench.suites.base import DatasetSpec, RunOptions, Suite, apply_overrides
 
 REGISTRY = [{
     "name": "instruct", "target": "InstructSuite",
@@ -204,12 +204,8 @@ class InstructSuite(Suite):
         settings: dict[str, Any] = {"max_new_tokens": 48, "max_context_tokens": 128,
                                     "topk": 64, "baseline": self.baseline, "gen_batch_size": 32,
                                     "teacher_dtype": "bfloat16", **PRESETS[options.preset]}
-        known = SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ()))
-        unknown = sorted(set(options.overrides) - known)
-        if unknown:
-            raise UsageError(f"--set {unknown[0]}: not a setting of method {options.method!r} "
-                             f"on suite 'instruct' (known: {', '.join(sorted(known))})")
-        settings.update(options.overrides)
+        apply_overrides(settings, options,
+                        SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ())), self.name)
         if options.limit is not None:
             settings["test_per_task"] = options.limit
         return settings
