@@ -8,15 +8,23 @@ the listwise LoRA adapter reranking dear-p's top ``stage2_depth`` (``dear-l``;
 skips it). NarrativeQA and FiQA are zero-shot. Stage 1: the loss
 (``methods/losses/dear.py``), the student (``methods/pointwise_lm.py``), groups, cached
 teacher scores, resumable training on the shared trainer. Still flagged ``partial``
-(``PARTIAL_NOTE``, in every row): the teacher must be a bi-encoder (no cross-encoder or
-RankLLaMA teacher), the scale knobs are ``--set`` keys rather than the issue's flags, and
-the README has no real-scale recipe yet.
+(``PARTIAL_NOTE``, in every row): the scale knobs are ``--set`` keys rather than the
+issue's flags, and the real-scale recipe (README "Real scale: DeAR") has only been run
+offline with tiny models, never with RankLLaMA on a GPU.
+
+Teacher: ``--teacher`` (default the packaged MiniLM bi-encoder) goes through
+:func:`bench.retrieval.teachers.load_teacher_reranker`, the resolver the retrieval suites'
+``rerank-teacher`` row uses too: a local or HF cross-encoder, a bi-encoder, or a
+RankLLaMA-style peft adapter (``castorini/rankllama-v1-7b-lora-passage``, the teacher of
+the DeAR paper's family), detected from its config files.
 
 Groups: for each training query, its judged positive first, then N−1 BM25 hard negatives
 (top ``negatives_depth`` minus judged documents, in BM25 order), as in DeAR/RankLLaMA.
 Teacher scores are the MiniLM bi-encoder's cosine times ``teacher_scale`` (20, the logit
 scale all-MiniLM-L6-v2 was trained with in MultipleNegativesRankingLoss), so that T = 2 is
-applied to logits, not to cosines in [-1, 1].
+applied to logits, not to cosines in [-1, 1]. Cross-encoders and RankLLaMA already give
+logits, so their ``teacher_scale`` defaults to 1 (``--set teacher_scale=...`` overrides
+either; see :func:`teacher_scale_for`).
 
 Recipe measurements (2-core CPU; BoolQ, first 50 test queries, BM25 top-20 reranked;
 BM25 nDCG@10 0.847 there, random order ≈ 0.30):
@@ -43,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 ECHO_PROMPT = "Query: {query}\nPassage: {doc}\nQuery: {query}"
-PARTIAL_NOTE = ("DeAR is partial: the teacher must be a bi-encoder (no cross-encoder or "
-                "RankLLaMA teacher yet), scale flags are --set keys, and the README lacks the "
-                "real-scale recipe")
+PARTIAL_NOTE = ("DeAR is partial: scale flags are --set keys, and the real-scale recipe "
+                "(RankLLaMA or cross-encoder teacher, GPU) has been run only offline with tiny "
+                "models")
 REGISTRY = [{
     "name": "dear", "target": "DeAR",
     "summary": "DeAR: MiniLM teacher distilled into a 4-layer SmolLM2 pointwise reranker "
@@ -118,6 +126,17 @@ def score_pairs(teacher: Any, pairs: Sequence[tuple[str, str]], queries: dict[st
                                            [docs[d] for _, d in chunk]))
             advance(len(chunk))
     return cache.scores
+
+
+def teacher_scale_for(teacher: Any, settings: dict[str, Any]) -> float:
+    """``--set teacher_scale`` when given; else 20 for a bi-encoder (cosines in [-1, 1]
+    brought to logit scale, the stage-1 default recipe) and 1 for teachers whose scores
+    already are logits (cross-encoders, RankLLaMA)."""
+    if settings.get("teacher_scale") is not None:
+        return float(settings["teacher_scale"])
+    if getattr(teacher, "kind", "bi-encoder") == "bi-encoder":
+        return DeARConfig.teacher_scale
+    return 1.0
 
 
 def build_student(cfg: DeARConfig) -> Any:
@@ -257,16 +276,16 @@ def build_listwise(context: Any, settings: dict[str, Any], *, lm: Any, tokenizer
 class DeAR:
     settings_keys = ("train_collection", "train_queries", "epochs", "group_size",
                      "student_layers", "lr", "head_lr", "alpha", "temperature", "main",
-                     "batch_size", "max_doc_tokens", "stage2", *STAGE2_KEYS)
+                     "batch_size", "max_doc_tokens", "stage2", "teacher_scale",
+                     "teacher_dtype", *STAGE2_KEYS)
     smoke = {"train_queries": 64, "epochs": 1, "stage2_windows": 48}
 
     def build_rerankers(self, context: Any) -> list[tuple[str, Any, str]]:
         import hashlib
         from dataclasses import fields
 
-        from bench.assets import load_bi_encoder
         from bench.retrieval.collections import load_collection
-        from bench.retrieval.rerankers import BiEncoderReranker
+        from bench.retrieval.teachers import TEACHER_DEFAULT, load_teacher_reranker
 
         settings = dict(self.smoke if context.options.preset == "smoke" else {})
         settings.update(context.settings)
@@ -282,15 +301,20 @@ class DeAR:
         candidates = context.bm25(train, queries)
         groups = build_groups(queries, train.qrels("train"), candidates, cfg.group_size,
                               cfg.negatives_depth)
-        teacher_name = context.options.teacher or "all-minilm-l6-v2"
-        teacher = BiEncoderReranker(load_bi_encoder(teacher_name))
-        key = hashlib.sha256(json.dumps([asdict(cfg), teacher_name]).encode()).hexdigest()[:12]
+        teacher_name = context.options.teacher or TEACHER_DEFAULT
+        teacher = load_teacher_reranker(teacher_name, dtype=settings.get("teacher_dtype"))
+        cfg.teacher_scale = teacher_scale_for(teacher, settings)  # 20 for the default
+        ident = [asdict(cfg), teacher_name]  # the default teacher's key as it always was
+        if settings.get("teacher_dtype"):
+            ident.append(str(settings["teacher_dtype"]))
+        key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:12]
         work = context.work_dir / "dear" / f"{train.checksum('train')[7:19]}-{key}"
         student = train_stage1(cfg, queries=queries, docs=train.docs(), groups=groups,
                                teacher=teacher, work_dir=work)
         model = f"{Path(cfg.student).name}-{cfg.student_layers}L"
         context.config.update({"implementation": "partial", "dear": asdict(cfg),
-                               "teacher": teacher_name, "train_collection": train.id,
+                               "teacher": teacher_name, "teacher_kind": teacher.kind,
+                               "train_collection": train.id,
                                "train_groups": len(groups)})
         context.notes.append(PARTIAL_NOTE)
         stage2 = settings.get("stage2", True)

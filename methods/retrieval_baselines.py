@@ -1,6 +1,15 @@
-"""Reference rankers of the retrieval suites, as methods: BM25, the MiniLM teacher, and a
-zero-shot LLM. Each provides ``build_reranker(context)`` for ``bench.retrieval.pipeline``
-(``None`` means "keep the BM25 candidates as they are")."""
+"""Reference rankers of the retrieval suites, as methods: BM25, the MiniLM teacher, the
+``--teacher`` reranker, and a zero-shot LLM. Each provides ``build_reranker(context)`` for
+``bench.retrieval.pipeline`` (``None`` means "keep the BM25 candidates as they are").
+
+``rerank-teacher`` is the suites' teacher row for any teacher DeAR can distil: whatever
+``--teacher`` names (default the MiniLM bi-encoder; a local or HF cross-encoder; a
+RankLLaMA-style peft adapter), resolved by
+:func:`bench.retrieval.teachers.load_teacher_reranker`, so the row and DeAR's teacher are
+the same model for the same string. It is a separate name from ``minilm`` (whose committed
+results are the MiniLM row) and from ``teacher`` (the ``instruct`` suite's generator
+teacher: method names are unique across suites). ``minilm`` accepts only bi-encoders.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,11 @@ REGISTRY = [
     {"name": "minilm", "target": "MiniLMReranker",
      "summary": "all-MiniLM-L6-v2 bi-encoder cosine over BM25 candidates (default teacher)",
      "citation": "Reimers & Gurevych 2019, arXiv:1908.10084; Wang et al. 2020, arXiv:2002.10957"},
+    {"name": "rerank-teacher", "target": "TeacherReranker",
+     "summary": "the --teacher reranker over BM25 candidates: the MiniLM bi-encoder by default, "
+                "or a cross-encoder / RankLLaMA adapter (local dir or HF id)",
+     "citation": "Nogueira & Cho 2019, arXiv:1901.04085; Ma et al. 2023 (RankLLaMA), "
+                 "arXiv:2310.08319"},
     {"name": "llm-zeroshot", "target": "YesNoZeroShot",
      "summary": "zero-shot pointwise LLM reranker: log p(Yes) to a yes/no relevance prompt",
      "citation": "Nogueira et al. 2020, arXiv:2003.06713; Zhuang et al. 2023, arXiv:2310.14122"},
@@ -31,11 +45,34 @@ class MiniLMReranker:
 
     def build_reranker(self, context: Any) -> tuple[Any, str]:
         from bench.assets import load_bi_encoder
+        from bench.errors import UsageError
         from bench.retrieval.rerankers import BiEncoderReranker
+        from bench.retrieval.teachers import TEACHER_DEFAULT, describe_reranker
 
-        name = context.settings.get("model") or context.options.teacher or "all-minilm-l6-v2"
+        flag = "--set model" if context.settings.get("model") else "--teacher"
+        name = context.settings.get("model") or context.options.teacher or TEACHER_DEFAULT
+        kind = describe_reranker(name, flag=flag).kind
+        if kind != "bi-encoder":
+            raise UsageError(f"{flag} {name!r} is a {kind} reranker; the minilm row takes "
+                             "bi-encoders only: use --method rerank-teacher")
         context.config["model"] = name
         return BiEncoderReranker(load_bi_encoder(name), max_length=256), name
+
+
+class TeacherReranker:
+    settings_keys = ("model", "teacher_dtype", "batch_size")
+
+    def build_reranker(self, context: Any) -> tuple[Any, str]:
+        from pathlib import Path
+
+        from bench.retrieval.teachers import TEACHER_DEFAULT, load_teacher_reranker
+
+        flag = "--set model" if context.settings.get("model") else "--teacher"
+        name = context.settings.get("model") or context.options.teacher or TEACHER_DEFAULT
+        reranker = load_teacher_reranker(name, flag=flag,
+                                         dtype=context.settings.get("teacher_dtype"))
+        context.config.update({"teacher": name, "teacher_kind": reranker.kind})
+        return reranker, (Path(name).name if Path(name).expanduser().is_dir() else name)
 
 
 class YesNoZeroShot:

@@ -24,7 +24,10 @@ RetrievalContext) -> (reranker | None, model name)``, a pointwise or listwise re
 ``build_rerankers(context) -> [(row name, reranker | None, model name), ...]`` when one run
 yields several leaderboard rows (DeAR: the undistilled student, DeAR-P, ...). It may list
 extra ``--set`` keys in ``settings_keys``. Each row records its reranking seconds per
-query. The baselines live in ``methods/retrieval_baselines.py``.
+query. The baselines live in ``methods/retrieval_baselines.py``: ``bm25``, ``minilm``,
+``rerank-teacher`` (the teacher row: whatever ``--teacher`` names, resolved by
+``bench.retrieval.teachers.load_teacher_reranker`` exactly as DeAR resolves its teacher)
+and ``llm-zeroshot``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""The retrieval suites' reference rerankers (the default teacher and the LLM baseline).
+"""The retrieval suites' reference rerankers (the teachers and the LLM baseline).
 
 - :class:`BiEncoderReranker`: cosine similarity of mean-pooled all-MiniLM-L6-v2 embeddings
   (Reimers & Gurevych 2019). Each distinct query and document is encoded once per process,
   not once per pair, so reranking 100 candidates costs ~100 encodings, not 200 per query.
+  The default teacher.
+- cross-encoders and RankLLaMA-style teachers, and the ``--teacher`` resolver that picks
+  one of them: :mod:`bench.retrieval.teachers`.
 - :class:`YesNoLLMReranker`: a zero-shot pointwise LLM reranker; relevance is the
   log-probability of "Yes" as the first assistant token after a yes/no relevance prompt
   in the model's chat template (as in Nogueira et al. 2020's monoT5 "true" token and the
@@ -34,6 +37,8 @@ def model_fingerprint(model: Any, *extra: object) -> str:
 
 
 class BiEncoderReranker:
+    kind = "bi-encoder"  # scores are cosines in [-1, 1], not logits (DeAR rescales them)
+
     def __init__(self, encoder: Any, *, max_length: int = 256, batch_size: int = 64) -> None:
         self.encoder = encoder
         self.max_length = max_length
@@ -131,3 +136,6 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]
     attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     return input_ids, attention, positions
+
+
+# -- teachers beyond the bi-encoder: cross-encoders and RankLLaMA ----------------------

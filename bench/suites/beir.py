@@ -17,7 +17,7 @@ REGISTRY = [{
     "summary": "BEIR-style reranking of BM25 top-100; nDCG@10 (offline: BoolQ, NarrativeQA, FiQA)",
     "citation": "Thakur et al. 2021, arXiv:2104.08663",
     "baseline": "bm25", "main_score": "ndcg@10",
-    "methods": ["bm25", "minilm", "llm-zeroshot", "dear"],
+    "methods": ["bm25", "minilm", "rerank-teacher", "llm-zeroshot", "dear"],
     "plot": "bench.plots:main_score_bars",
 }]
 

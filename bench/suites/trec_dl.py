@@ -17,7 +17,7 @@ REGISTRY = [{
                "(offline: BoolQ stand-in)",
     "citation": "Craswell et al. 2020, arXiv:2003.07820",
     "baseline": "bm25", "main_score": "ndcg@10",
-    "methods": ["bm25", "minilm", "llm-zeroshot"],
+    "methods": ["bm25", "minilm", "rerank-teacher", "llm-zeroshot"],
 }]
 
 
