@@ -70,6 +70,33 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")  # '$' would switch matplotlib to mathtext
 
 
+def _grouped_bars(ax: Any, rows: Sequence[tuple[str, str]], categories: Sequence[str],
+                  values: Callable[[tuple[str, str], str], list[float] | None]) -> float:
+    """One bar per row within each category (mean over seeds, std error bars); max height."""
+    width = 0.8 / max(len(rows), 1)
+    top = 0.0
+    for i, row in enumerate(rows):
+        xs, ys, multi = [], [], []
+        for j, category in enumerate(categories):
+            vals = values(row, category)
+            if vals:
+                mean, std = _mean_std(vals)
+                xs.append(j - 0.4 + width * (i + 0.5))
+                ys.append(mean)
+                if std is not None:  # error bars only where there are several seeds
+                    multi.append((xs[-1], mean, std))
+                top = max(top, mean + (std or 0.0))
+        ax.bar(xs, ys, width, label=_plain(f"{row[0]} / {row[1]}"))
+        if multi:
+            ex, ey, ee = zip(*multi, strict=True)
+            ax.errorbar(ex, ey, yerr=ee, fmt="none", ecolor="black", capsize=3)
+    legend_rows = -(-len(rows) // 2)  # two legend columns; leave room above the bars
+    ax.set_ylim(0, top * (1.15 + 0.08 * legend_rows) or 1.0)
+    ax.set_xticks(range(len(categories)))
+    ax.legend(fontsize="small", loc="upper left", ncol=min(2, max(len(rows), 1)))
+    return top
+
+
 def main_score_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
                     ) -> list[Path]:
     """Grouped bars: main score (mean over seeds, sample-std error bars) per row and dataset.
@@ -87,32 +114,55 @@ def main_score_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLik
         def draw(fig: Any, groups: Any = groups, datasets: Any = datasets, rows: Any = rows,
                  stand_in: Any = stand_in, mains: Any = mains, suite: str = suite) -> None:
             ax = fig.add_subplot()
-            width = 0.8 / max(len(rows), 1)
-            top = 0.0
-            for i, row in enumerate(rows):
-                xs, ys, multi = [], [], []
-                for j, ds in enumerate(datasets):
-                    recs_ = groups.get((*row, ds))
-                    if recs_:
-                        mean, std = _mean_std([r["metrics"][mains[ds]] for r in recs_])
-                        xs.append(j - 0.4 + width * (i + 0.5))
-                        ys.append(mean)
-                        if std is not None:  # error bars only where there are several seeds
-                            multi.append((xs[-1], mean, std))
-                        top = max(top, mean + (std or 0.0))
-                ax.bar(xs, ys, width, label=_plain(f"{row[0]} / {row[1]}"))
-                if multi:
-                    ex, ey, ee = zip(*multi, strict=True)
-                    ax.errorbar(ex, ey, yerr=ee, fmt="none", ecolor="black", capsize=3)
-            legend_rows = -(-len(rows) // 2)  # two legend columns; leave room above the bars
-            ax.set_ylim(0, top * (1.15 + 0.08 * legend_rows) or 1.0)
-            ax.set_xticks(range(len(datasets)))
+            _grouped_bars(ax, rows, datasets, lambda row, ds: [
+                r["metrics"][mains[ds]] for r in groups.get((*row, ds), [])])
             ax.set_xticklabels([_plain(ds + ("\n(offline stand-in)" if ds in stand_in else ""))
                                 for ds in datasets])
             ax.set_ylabel(_plain(", ".join(sorted(set(mains.values())))))
             ax.set_title(_plain(f"{suite}: main score per dataset"))
-            ax.legend(fontsize="small", loc="upper left", ncol=min(2, max(len(rows), 1)))
             fig.tight_layout()
 
         paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_main_score.png"))
     return paths
+
+
+SHOT_METRICS = ("top1", "top1_many", "top1_medium", "top1_few")
+
+
+def shot_group_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
+                    ) -> list[Path]:
+    """Per dataset: top-1 overall / many / medium / few bars per method (mean over seeds).
+
+    Writes ``<suite>_<dataset>_shots.png`` per dataset into ``out_dir``.
+    """
+    paths = []
+    for (suite, dataset), recs in sorted(_by_suite_dataset(records).items()):
+        groups = _group(recs)
+        rows = sorted({k[:2] for k in groups})
+        present = [m for m in SHOT_METRICS if any(m in r["metrics"] for r in recs)]
+        stand_in = recs[0]["dataset"]["offline_stand_in"]
+
+        def draw(fig: Any, groups: Any = groups, rows: Any = rows, present: Any = present,
+                 title: str = f"{suite}: {dataset}" + (" (offline stand-in)" if stand_in
+                                                       else "")) -> None:
+            ax = fig.add_subplot()
+            _grouped_bars(ax, rows, present, lambda row, metric: [
+                r["metrics"][metric] for key, rs in groups.items() if key[:2] == row
+                for r in rs if metric in r["metrics"]])
+            ax.set_xticklabels([m.replace("top1_", "") if m != "top1" else "overall"
+                                for m in present])
+            ax.set_ylabel("top-1 accuracy")
+            ax.set_title(_plain(title))
+            fig.tight_layout()
+
+        paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_{_slug(dataset)}_shots.png",
+                              size=(9.0, 4.8)))
+    return paths
+
+
+def _by_suite_dataset(records: Sequence[dict[str, Any]]
+                      ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault((r["suite"], r["dataset"]["id"]), []).append(r)
+    return out

@@ -64,3 +64,26 @@ class Suite(ABC):
     @abstractmethod
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         """Train/evaluate ``options.method`` and return validated result records."""
+
+
+def baseline_bootstrap(options: RunOptions, suite: str, dataset_id: str, metric: str,
+                       scores: dict[str, float], baseline: str
+                       ) -> tuple[dict[str, Any] | None, str | None]:
+    """Paired bootstrap CI of ``scores`` minus the baseline's per-item ``metric``.
+
+    The baseline's result must already be in ``options.out`` for the same dataset, seed and
+    preset. Returns (the config entry, None) or (None, a note saying why there is none).
+    """
+    if baseline == options.method:
+        return None, None
+    from bench.results import ResultStore
+    from bench.stats import bootstrap_ci
+
+    base = [r for r in ResultStore(options.out).load(suite)
+            if r["method"] == baseline and r["dataset"]["id"] == dataset_id
+            and r["seed"] == options.seed and r["preset"] == options.preset]
+    if not base:
+        return None, (f"no {baseline!r} result for this dataset/seed/preset in {options.out} "
+                      "yet: no bootstrap interval against it")
+    delta, lo, hi = bootstrap_ci(scores, base[0]["per_item"][metric])
+    return {"baseline": baseline, "delta": delta, "ci95": [lo, hi], "n_resamples": 10000}, None

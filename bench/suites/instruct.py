@@ -50,7 +50,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import UsageError
-from bench.suites.base import DatasetSpec, RunOptions, Suite, apply_overrides
+from bench.suites.base import (
+    DatasetSpec,
+    RunOptions,
+    Suite,
+    apply_overrides,
+    baseline_bootstrap,
+)
 
 REGISTRY = [{
     "name": "instruct", "target": "InstructSuite",
@@ -296,7 +302,6 @@ class InstructSuite(Suite):
                 lengths: dict[str, float], context: Any, gens: list[Any],
                 wall: float) -> dict[str, Any]:
         from bench.results import new_record
-        from bench.stats import bootstrap_ci
 
         checksum = hashlib.sha256(json.dumps([[it.id, it.prompt, it.references]
                                               for it in items]).encode()).hexdigest()
@@ -310,20 +315,12 @@ class InstructSuite(Suite):
                   "samples": [{"id": it.id, "response": g.text}
                               for it, g in list(zip(items, gens, strict=True))[:3]]}
         notes = list(context.notes)
-        baseline = settings["baseline"]
-        if baseline != options.method:
-            from bench.results import ResultStore
-
-            base = [r for r in ResultStore(options.out).load(self.name)
-                    if r["method"] == baseline and r["dataset"]["id"] == task.dataset_id
-                    and r["seed"] == options.seed and r["preset"] == options.preset]
-            if base:
-                delta, lo, hi = bootstrap_ci(scores, base[0]["per_item"]["rougeL"])
-                config["paired_bootstrap_vs_baseline"] = {
-                    "baseline": baseline, "delta": delta, "ci95": [lo, hi], "n_resamples": 10000}
-            else:
-                notes.append(f"no {baseline!r} result for this dataset/seed/preset in "
-                             f"{options.out} yet: no bootstrap interval against it")
+        entry, note = baseline_bootstrap(options, self.name, task.dataset_id, "rougeL", scores,
+                                         settings["baseline"])
+        if entry:
+            config["paired_bootstrap_vs_baseline"] = entry
+        if note:
+            notes.append(note)
         metrics = {"rougeL": sum(scores.values()) / len(scores),
                    "response_tokens": sum(lengths.values()) / len(lengths)}
         return new_record(
