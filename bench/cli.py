@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.evaluate import add_evaluate_parser, cmd_evaluate
+from bench.suites.base import SCALE_FLAGS
 
 DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/results"))
 DEFAULT_LEADERBOARDS = Path(os.environ.get("DISTILLBENCH_LEADERBOARDS", "leaderboards"))
@@ -46,6 +47,22 @@ def _key_value(text: str) -> tuple[str, object]:
     except json.JSONDecodeError:
         value = raw
     return key.strip(), value
+
+
+def _scale_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """``--set`` pairs plus the scale flags; a flag and a ``--set`` of one key must agree."""
+    overrides = dict(args.overrides)
+    for key, (flag, _) in SCALE_FLAGS.items():
+        value = getattr(args, f"scale_{key}", None)
+        if value is None:
+            continue
+        if value < 1:
+            raise UsageError(f"{flag} must be a positive integer")
+        if key in overrides and overrides[key] != value:
+            raise UsageError(f"{flag} {value} and --set {key}={overrides[key]} disagree; "
+                             "give one of them")
+        overrides[key] = value
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--student", help="student model: asset name, HF id or local path")
     run.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
                      metavar="KEY=VALUE", help="override a hyperparameter (repeatable)")
+    scale = run.add_argument_group(
+        "scale", "shorthands for common --set keys; a suite or method that has no such "
+        "setting rejects them")
+    for key, (flag, text) in SCALE_FLAGS.items():
+        scale.add_argument(flag, dest=f"scale_{key}", type=int, metavar="N", help=text)
     run.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory")
     run.add_argument("--work-dir", type=Path, help="checkpoints and caches (default: cache dir)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing result")
@@ -180,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         method=args.method, dataset=args.dataset, preset=args.preset, seed=args.seed,
         limit=args.limit, out=args.out, work_dir=args.work_dir, overwrite=args.overwrite,
-        teacher=args.teacher, student=args.student, overrides=dict(args.overrides),
+        teacher=args.teacher, student=args.student, overrides=_scale_overrides(args),
         loss_fn=loss_fn, loss_name=loss_name,
         loss_source={"spec": args.loss, "sha256": loss_sha} if args.loss else None,
     )

@@ -8,9 +8,10 @@ the listwise LoRA adapter reranking dear-p's top ``stage2_depth`` (``dear-l``;
 skips it). NarrativeQA and FiQA are zero-shot. Stage 1: the loss
 (``methods/losses/dear.py``), the student (``methods/pointwise_lm.py``), groups, cached
 teacher scores, resumable training on the shared trainer. Still flagged ``partial``
-(``PARTIAL_NOTE``, in every row): the scale knobs are ``--set`` keys rather than the
-issue's flags, and the real-scale recipe (README "Real scale: DeAR") has only been run
-offline with tiny models, never with RankLLaMA on a GPU.
+(``PARTIAL_NOTE``, in every row): the offline default recipe does not beat BM25 on BoolQ
+yet, and the real-scale recipe (README "Real scale: DeAR") has only been run offline with
+tiny models, never with RankLLaMA on a GPU. Scale flags: ``--train-queries``, ``--epochs``,
+``--top-k``, ``--group-size``, ``--window``, ``--stride`` (shorthands for ``--set`` keys).
 
 Teacher: ``--teacher`` (default the packaged MiniLM bi-encoder) goes through
 :func:`bench.retrieval.teachers.load_teacher_reranker`, the resolver the retrieval suites'
@@ -51,9 +52,9 @@ from pathlib import Path
 from typing import Any
 
 ECHO_PROMPT = "Query: {query}\nPassage: {doc}\nQuery: {query}"
-PARTIAL_NOTE = ("DeAR is partial: scale flags are --set keys, and the real-scale recipe "
-                "(RankLLaMA or cross-encoder teacher, GPU) has been run only offline with tiny "
-                "models")
+PARTIAL_NOTE = ("DeAR is partial: the offline default does not yet beat BM25 on BoolQ, and "
+                "the real-scale recipe (RankLLaMA or cross-encoder teacher, GPU) has been run "
+                "only offline with tiny models")
 REGISTRY = [{
     "name": "dear", "target": "DeAR",
     "summary": "DeAR: MiniLM teacher distilled into a 4-layer SmolLM2 pointwise reranker "

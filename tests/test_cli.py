@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from bench.cli import build_parser, main
+from bench.errors import UsageError
 
 SUBCOMMANDS = [["run"], ["ls"], ["evaluate"], ["compare"], ["leaderboard"], ["assets"], ["assets", "check"],
                ["assets", "prepare"]]
@@ -94,3 +95,21 @@ def test_assets_check_json_is_parseable(capsys):
     assert code in (0, 1)
     statuses = json.loads(out)
     assert {s["name"] for s in statuses} >= {"smollm2-135m-instruct", "all-minilm-l6-v2"}
+
+
+def test_scale_flags_are_shorthands_for_set_keys(capsys):
+    from bench.cli import _scale_overrides, build_parser
+
+    args = build_parser().parse_args(
+        ["run", "--method", "dear", "--suite", "beir", "--train-queries", "500", "--epochs",
+         "2", "--top-k", "50", "--group-size", "8", "--window", "20", "--stride", "10",
+         "--set", "lr=0.001"])
+    assert _scale_overrides(args) == {"train_queries": 500, "epochs": 2, "depth": 50,
+                                      "group_size": 8, "window": 20, "stride": 10, "lr": 0.001}
+    args = build_parser().parse_args(["run", "--method", "dear", "--suite", "beir",
+                                      "--epochs", "2", "--set", "epochs=3"])
+    with pytest.raises(UsageError, match="--epochs 2 and --set epochs=3 disagree"):
+        _scale_overrides(args)
+    # a suite without the setting names the flag in its one-line error
+    assert main(["run", "--method", "ce", "--suite", "imagenet-lt", "--window", "4"]) == 2
+    assert "--set window (--window): not a setting" in capsys.readouterr().err

@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 PRESETS = ("smoke", "default", "full")
+# `bench run` flags that are shorthands for one --set key each: key -> (flag, help).
+SCALE_FLAGS = {
+    "train_queries": ("--train-queries", "training queries (beir/trec-dl: DeAR)"),
+    "epochs": ("--epochs", "training epochs"),
+    "depth": ("--top-k", "rerank the top N BM25 candidates (beir/trec-dl)"),
+    "group_size": ("--group-size", "passages per training query (DeAR stage 1)"),
+    "window": ("--window", "listwise window (DeAR stage 2)"),
+    "stride": ("--stride", "listwise stride (DeAR stage 2)"),
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,8 @@ def apply_overrides(settings: dict[str, Any], options: RunOptions, known: set[st
 
     unknown = sorted(set(options.overrides) - known)
     if unknown:
-        raise UsageError(f"--set {unknown[0]}: not a setting of method {options.method!r} on "
+        flag = f" ({SCALE_FLAGS[unknown[0]][0]})" if unknown[0] in SCALE_FLAGS else ""
+        raise UsageError(f"--set {unknown[0]}{flag}: not a setting of method {options.method!r} on "
                          f"suite {suite!r} (known: {', '.join(sorted(known))})")
     settings.update(options.overrides)
     return settings
