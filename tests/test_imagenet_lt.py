@@ -163,6 +163,7 @@ def test_tiny_end_to_end_runs_and_leaderboard(tmp_path):
     assert trg["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "kd"
     assert set(trg["config"]["train"]["trg"]["recipe"]["extra"]) >= {"inner_weight", "knn_k"}
     assert len(trg["per_item"]["top1"]) == 100
+    assert len(trg["per_item"]["top1_few"]) == 30 and len(trg["per_item"]["top1_medium"]) == 40
     # the teacher is trained once: kd and trg reuse its checkpoint
     assert len(list((tmp_path / "work").rglob("teachertraining-*"))) == 1
     assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb")]) == 0
