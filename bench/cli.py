@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="evaluate on at most N items (quick checks)")
     run.add_argument("--teacher", help="teacher model: asset name, HF id or local path")
     run.add_argument("--student", help="student model: asset name, HF id or local path")
+    run.add_argument("--judge", help="judge model for suites that judge responses pairwise "
+                     "(align): asset name, HF id or local path")
     run.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
                      metavar="KEY=VALUE", help="override a hyperparameter (repeatable)")
     scale = run.add_argument_group(
@@ -202,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         method=args.method, dataset=args.dataset, preset=args.preset, seed=args.seed,
         limit=args.limit, out=args.out, work_dir=args.work_dir, overwrite=args.overwrite,
-        teacher=args.teacher, student=args.student, overrides=_scale_overrides(args),
+        teacher=args.teacher, student=args.student, judge=args.judge,
+        overrides=_scale_overrides(args),
         loss_fn=loss_fn, loss_name=loss_name,
         loss_source={"spec": args.loss, "sha256": loss_sha} if args.loss else None,
     )

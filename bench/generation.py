@@ -1,4 +1,5 @@
-"""Batched greedy generation with a chat template, optional top-k logits, and a disk cache.
+"""Batched generation (greedy, or seeded sampling) with a chat template, optional top-k
+logits, and a disk cache.
 
 Used by every suite that generates (``instruct`` today; ``align``/``gsm8k``/``specbench``
 later). Prompts are rendered with the tokenizer's chat template, sorted by length and
@@ -14,10 +15,20 @@ generated tokens), so teacher responses and their top-k cache come from one pass
 Generations are cached per (model fingerprint, settings, prompt token ids) in a JSONL
 file plus one safetensors file of top-k logits per item, written atomically, so an
 interrupted run keeps every finished batch and a rerun generates only what is missing.
+
+Sampling (:func:`sample`, used by ``align`` for preference data): ``n`` responses per prompt
+with temperature / optional nucleus (top-p) sampling and no top-k cut (``top_k=0``, so a
+model's own generation config cannot add one). HF ``generate`` draws from torch's global
+RNG and takes no ``torch.Generator``, so each batch runs inside ``torch.random.fork_rng``
+seeded from (``seed``, the batch's prompt keys): the caller's RNG state is untouched, and
+the same prompts in the same batches give the same samples. Sample ``j`` of a prompt is
+cached under the prompt's key salted with ``j`` (:meth:`GenerationCache.key`); greedy
+entries keep their unsalted keys, so existing caches and callers are unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +48,16 @@ class Generation:
     topk_values: torch.Tensor | None = None  # [len(output_ids), k] float32
     topk_indices: torch.Tensor | None = None  # [len(output_ids), k] int32
     topk_lse: torch.Tensor | None = None  # [len(output_ids)] float32 log-sum-exp over V
+    sample: int | None = None  # index j of a sampled response (None: greedy)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Ancestral sampling settings: temperature, optional top-p, and the base seed."""
+
+    temperature: float = 1.0
+    top_p: float | None = None
+    seed: int = 0
 
 
 def chat_prompt_ids(tokenizer: Any, prompt: str, *, system: str | None = None) -> list[int]:
@@ -67,17 +88,32 @@ def _trim(tokens: list[int], stop: set[int]) -> list[int]:
 
 @torch.no_grad()
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
-                   max_new_tokens: int, topk: int | None = None) -> list[Generation]:
-    """Greedy continuations of ``prompts`` (token ids), one left-padded batch."""
+                   max_new_tokens: int, topk: int | None = None,
+                   sampling: Sampling | None = None) -> list[Generation]:
+    """Greedy (or, with ``sampling``, seeded sampled) continuations of ``prompts`` (token
+    ids), one left-padded batch."""
     from bench.retrieval.rerankers import left_pad
 
     input_ids, attention_mask, _ = left_pad(prompts, tokenizer.pad_token_id)
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
     stop = stop_ids(model, tokenizer)
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
-                         max_new_tokens=max_new_tokens, eos_token_id=stop,
-                         pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
-                         output_logits=topk is not None, temperature=None, top_p=None,
-                         top_k=None)
+    kwargs: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None,
+                              "top_k": None}
+    rng: Any = contextlib.nullcontext()
+    if sampling is not None:
+        kwargs = {"do_sample": True, "temperature": sampling.temperature,
+                  "top_p": sampling.top_p or 1.0, "top_k": 0}
+        device = model.device
+        rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    with rng:
+        if sampling is not None:
+            batch_key = json.dumps([sampling.seed, [list(p) for p in prompts]])
+            torch.manual_seed(int(hashlib.sha256(batch_key.encode()).hexdigest()[:15], 16))
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                             max_new_tokens=max_new_tokens, eos_token_id=stop,
+                             pad_token_id=tokenizer.pad_token_id,
+                             return_dict_in_generate=True, output_logits=topk is not None,
+                             **kwargs)
     new = out.sequences[:, input_ids.shape[1]:].tolist()
     results = []
     for row, (prompt, tokens) in enumerate(zip(prompts, new, strict=True)):
@@ -87,7 +123,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
         if topk is not None and tokens:
             from methods.teacher_cache import topk_lse_of
 
-            logits = torch.stack([step[row] for step in out.logits[: len(tokens)]])
+            logits = torch.stack([step[row] for step in out.logits[: len(tokens)]]).cpu()
             gen.topk_values, gen.topk_indices, gen.topk_lse = topk_lse_of(logits, topk)
         results.append(gen)
     return results
@@ -135,14 +171,17 @@ class GenerationCache:
                 self.items[row["key"]] = row
 
     @staticmethod
-    def key(prompt_ids: Sequence[int]) -> str:
-        return hashlib.sha256(json.dumps(list(prompt_ids)).encode()).hexdigest()[:24]
+    def key(prompt_ids: Sequence[int], sample: int | None = None) -> str:
+        """The entry key: the prompt's ids, salted with the sample index when sampled."""
+        payload = list(prompt_ids) if sample is None else [list(prompt_ids), sample]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
 
-    def get(self, prompt_ids: Sequence[int], topk: int | None) -> Generation | None:
-        row = self.items.get(self.key(prompt_ids))
+    def get(self, prompt_ids: Sequence[int], topk: int | None,
+            sample: int | None = None) -> Generation | None:
+        row = self.items.get(self.key(prompt_ids, sample))
         if row is None:
             return None
-        gen = Generation(list(prompt_ids), row["output_ids"], row["text"])
+        gen = Generation(list(prompt_ids), row["output_ids"], row["text"], sample=sample)
         if topk is not None and row["output_ids"]:
             path = self.dir / "topk" / f"{row['key']}.safetensors"
             if not path.exists():
@@ -162,7 +201,7 @@ class GenerationCache:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         for gen in gens:
-            key = self.key(gen.prompt_ids)
+            key = self.key(gen.prompt_ids, gen.sample)
             if gen.topk_values is not None:
                 path = self.dir / "topk" / f"{key}.safetensors"
                 path.parent.mkdir(exist_ok=True)
@@ -175,8 +214,8 @@ class GenerationCache:
         # Append whole lines with one write, after the tensors: a kill loses at most the
         # batch in flight, and a torn line is skipped on load.
         with self.index.open("a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(self.items[self.key(g.prompt_ids)]) + "\n"
-                                 for g in gens))
+            handle.write("".join(json.dumps(self.items[self.key(g.prompt_ids, g.sample)])
+                                 + "\n" for g in gens))
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -216,3 +255,42 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
                 results[i] = gen
             advance(len(chunk), new_tokens=sum(len(g.output_ids) for g in gens))
     return [r for r in results if r is not None]
+
+
+def sample(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *, n: int,
+           max_new_tokens: int, sampling: Sampling = Sampling(), batch_size: int = 32,
+           cache: GenerationCache | None = None, label: str = "sample",
+           progress: bool = True) -> list[list[Generation]]:
+    """``n`` sampled responses per prompt, ``[len(prompts)][n]``, batched and cached.
+
+    A batch holds about ``batch_size`` rows (``batch_size // n`` prompts, each repeated
+    ``n`` times); see the module docstring for seeding and cache keys.
+    """
+    from bench.progress import progress_bar
+
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    results: list[list[Generation | None]] = [[None] * n for _ in prompts]
+    todo = []
+    for i, prompt in enumerate(prompts):
+        for j in range(n):
+            hit = cache.get(prompt, None, j) if cache is not None else None
+            if hit is not None:
+                results[i][j] = hit
+        if any(g is None for g in results[i]):
+            todo.append(i)
+    todo.sort(key=lambda i: (len(prompts[i]), i))
+    per_batch = max(1, batch_size // n)
+    with progress_bar(len(todo), label, enabled=progress and bool(todo)) as advance:
+        for start in range(0, len(todo), per_batch):
+            chunk = todo[start:start + per_batch]
+            rows = [prompts[i] for i in chunk for _ in range(n)]
+            gens = generate_batch(model, tokenizer, rows, max_new_tokens=max_new_tokens,
+                                  sampling=sampling)
+            for k, gen in enumerate(gens):
+                gen.sample = k % n
+                results[chunk[k // n]][k % n] = gen
+            if cache is not None:
+                cache.put(gens)
+            advance(len(chunk), new_tokens=sum(len(g.output_ids) for g in gens))
+    return [[g for g in row if g is not None] for row in results]

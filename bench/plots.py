@@ -166,3 +166,53 @@ def _by_suite_dataset(records: Sequence[dict[str, Any]]
     for r in records:
         out.setdefault((r["suite"], r["dataset"]["id"]), []).append(r)
     return out
+
+
+def reward_kl_frontier(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
+                       ) -> list[Path]:
+    """Gold reward against KL to the reference policy, one point per row (``align``).
+
+    x = ``kl_to_ref``, y = ``gold_reward`` (means over seeds; sample-std error bars with
+    several seeds), each point labelled with its method; the rows no other row beats on
+    both axes (less KL and more reward) are joined by a dashed line: the empirical
+    reward/KL frontier. Writes ``<suite>_<dataset>_reward_kl.png`` per dataset whose records
+    have both metrics.
+    """
+    paths = []
+    for (suite, dataset), recs in sorted(_by_suite_dataset(records).items()):
+        recs = [r for r in recs if {"gold_reward", "kl_to_ref"} <= set(r["metrics"])]
+        if not recs:
+            continue
+        points = []
+        for row, rs in sorted(_group(recs).items()):
+            kl, kl_std = _mean_std([r["metrics"]["kl_to_ref"] for r in rs])
+            reward, reward_std = _mean_std([r["metrics"]["gold_reward"] for r in rs])
+            points.append((row[0], kl, reward, kl_std, reward_std))
+        frontier = sorted((p for p in points if not any(
+            q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)),
+            key=lambda p: (p[1], p[2], p[0]))
+        stand_in = recs[0]["dataset"]["offline_stand_in"]
+
+        def draw(fig: Any, points: Any = points, frontier: Any = frontier,
+                 title: str = f"{suite}: {dataset}" + (" (offline stand-in)" if stand_in
+                                                       else "")) -> None:
+            ax = fig.add_subplot()
+            for i, (method, kl, reward, kl_std, reward_std) in enumerate(points):
+                color = f"C{i % 10}"
+                ax.errorbar([kl], [reward], xerr=None if kl_std is None else [kl_std],
+                            yerr=None if reward_std is None else [reward_std], fmt="o",
+                            color=color, capsize=3, label=_plain(method))
+                ax.annotate(_plain(method), (kl, reward), textcoords="offset points",
+                            xytext=(5, 4), fontsize="small", color=color)
+            if len(frontier) > 1:
+                ax.plot([p[1] for p in frontier], [p[2] for p in frontier], "--",
+                        color="gray", linewidth=1, label="frontier")
+            ax.set_xlabel("KL to the reference policy (nats per token)")
+            ax.set_ylabel("gold reward")
+            ax.set_title(_plain(title))
+            ax.legend(fontsize="small", loc="best")
+            fig.tight_layout()
+
+        paths.append(save_png(draw, Path(out_dir)
+                              / f"{_slug(suite)}_{_slug(dataset)}_reward_kl.png"))
+    return paths

@@ -43,6 +43,7 @@ class RunOptions:
     overwrite: bool = False
     teacher: str | None = None
     student: str | None = None
+    judge: str | None = None  # a pairwise judge model (align)
     overrides: dict[str, Any] = field(default_factory=dict)
     loss_fn: Any = None  # a user's loss from `bench run --loss file.py:fn`
     loss_name: str | None = None
