@@ -216,3 +216,111 @@ def reward_kl_frontier(records: Sequence[dict[str, Any]], out_dir: str | os.Path
         paths.append(save_png(draw, Path(out_dir)
                               / f"{_slug(suite)}_{_slug(dataset)}_reward_kl.png"))
     return paths
+
+
+def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
+                   ) -> list[Path]:
+    """Speculative decoding: wall-time speedup against tau (tokens per target pass).
+
+    One point per (method, dataset) with both metrics (means over seeds), coloured by
+    method, one marker per dataset; points of the overall dataset (id ending in ``all``)
+    are larger and labelled with their method. A dashed line marks speedup 1 (plain
+    decoding). Writes ``<suite>_speedup_vs_tau.png`` per suite into ``out_dir``.
+    """
+    paths = []
+    for suite in sorted({r["suite"] for r in records}):
+        recs = [r for r in records if r["suite"] == suite
+                and {"speedup", "tau"} <= set(r["metrics"])]
+        if not recs:
+            continue
+        groups = _group(recs)
+        methods = sorted({k[0] for k in groups})
+        datasets = sorted({k[2] for k in groups})
+        stand_in = any(r["dataset"]["offline_stand_in"] for r in recs)
+
+        def draw(fig: Any, groups: Any = groups, methods: Any = methods,
+                 datasets: Any = datasets, title: str = f"{suite}: speedup vs tau"
+                 + (" (offline stand-ins)" if stand_in else "")) -> None:
+            ax = fig.add_subplot()
+            markers = "osD^v<>phX"
+            ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+            for (method, _model, dataset), rs in groups.items():
+                color = f"C{methods.index(method) % 10}"
+                tau = _mean_std([r["metrics"]["tau"] for r in rs])[0]
+                speed = _mean_std([r["metrics"]["speedup"] for r in rs])[0]
+                overall = dataset.endswith("all")
+                ax.scatter([tau], [speed], color=color, s=90 if overall else 30,
+                           marker="*" if overall else markers[datasets.index(dataset)
+                                                              % len(markers)],
+                           edgecolors="black" if overall else "none", zorder=3)
+                if overall:
+                    ax.annotate(_plain(method), (tau, speed), textcoords="offset points",
+                                xytext=(6, 4), fontsize="small", color=color)
+            for i, method in enumerate(methods):
+                ax.scatter([], [], color=f"C{i % 10}", label=_plain(method))
+            ax.scatter([], [], color="gray", marker="*", s=90, edgecolors="black",
+                       label="all prompts")
+            for j, dataset in enumerate(datasets):
+                if not dataset.endswith("all"):
+                    ax.scatter([], [], color="gray", marker=markers[j % len(markers)],
+                               label=_plain(dataset.rsplit("/", 1)[-1]))
+            ax.set_xlabel("tau: tokens per target forward pass")
+            ax.set_ylabel("speedup over plain decoding (wall time)")
+            ax.set_title(_plain(title))
+            ax.legend(fontsize="x-small", loc="best", ncol=2)
+            fig.tight_layout()
+
+        paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_speedup_vs_tau.png",
+                              size=(8.0, 5.0)))
+    return paths
+
+
+def accuracy_vs_latency(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
+                        ) -> list[Path]:
+    """Exact match against wall latency per answer, one point per row (``gsm8k``).
+
+    x = ``latency_s`` (seconds per answer), y = ``exact_match`` (means over seeds;
+    sample-std error bars with several seeds), each point labelled with its method; the
+    rows no other row beats on both axes (faster and more accurate) are joined by a dashed
+    line. Writes ``<suite>_<dataset>_accuracy_latency.png`` per dataset whose records have
+    both metrics.
+    """
+    paths = []
+    for (suite, dataset), recs in sorted(_by_suite_dataset(records).items()):
+        recs = [r for r in recs if {"exact_match", "latency_s"} <= set(r["metrics"])]
+        if not recs:
+            continue
+        points = []
+        for row, rs in sorted(_group(recs).items()):
+            lat, lat_std = _mean_std([r["metrics"]["latency_s"] for r in rs])
+            acc, acc_std = _mean_std([r["metrics"]["exact_match"] for r in rs])
+            points.append((row[0], lat, acc, lat_std, acc_std))
+        frontier = sorted((p for p in points if not any(
+            q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)),
+            key=lambda p: (p[1], -p[2], p[0]))
+        stand_in = recs[0]["dataset"]["offline_stand_in"]
+
+        def draw(fig: Any, points: Any = points, frontier: Any = frontier,
+                 title: str = f"{suite}: {dataset}" + (" (offline stand-in)" if stand_in
+                                                       else "")) -> None:
+            ax = fig.add_subplot()
+            for i, (method, lat, acc, lat_std, acc_std) in enumerate(points):
+                color = f"C{i % 10}"
+                ax.errorbar([lat], [acc], xerr=None if lat_std is None else [lat_std],
+                            yerr=None if acc_std is None else [acc_std], fmt="o",
+                            color=color, capsize=3, label=_plain(method))
+                ax.annotate(_plain(method), (lat, acc), textcoords="offset points",
+                            xytext=(5, 4), fontsize="small", color=color)
+            if len(frontier) > 1:
+                ax.plot([p[1] for p in frontier], [p[2] for p in frontier], "--",
+                        color="gray", linewidth=1, label="frontier")
+            ax.set_xlabel("wall latency per answer (s, batch 1)")
+            ax.set_ylabel("exact match")
+            ax.set_ylim(-0.02, max(1.0, max(p[2] for p in points) + 0.05))
+            ax.set_title(_plain(title))
+            ax.legend(fontsize="small", loc="best")
+            fig.tight_layout()
+
+        paths.append(save_png(draw, Path(out_dir)
+                              / f"{_slug(suite)}_{_slug(dataset)}_accuracy_latency.png"))
+    return paths

@@ -1,0 +1,431 @@
+"""``gsm8k``: math reasoning judged by lm-eval exact match, with tokens and latency per answer.
+
+Protocol: GSM8K (Cobbe et al. 2021, arXiv:2110.14168) as lm-eval scores it: greedy answers
+to ``"Question: {q}\\nAnswer:"``, exact match of the number after ``#### `` (``strict-match``,
+our main score ``exact_match``; ``exact_match_flexible`` is lm-eval's last-number filter),
+through ``HFLM(pretrained=model, tokenizer=tok)`` (:mod:`bench.suites.gsm8k_eval`). lm-eval
+times nothing, so every answer is also timed one at a time (batch 1, float32, greedy: the
+fastest batch-1 setting on CPU, DESIGN §3) and its generated tokens counted:
+``latency_s`` and ``generated_tokens`` per answer, same machine, same run. Each result
+also records a paired bootstrap of ``exact_match`` against ``cot-sft``.
+
+Datasets (each method trains and is judged per dataset; one record per dataset):
+
+- ``offline/arith-3x3`` (default), ``offline/arith-4x4``, any ``offline/arith-AxB``:
+  multiplication with worked long-multiplication rationales
+  (:mod:`bench.reasoning.arith`, fixed splits). ``--set arith=3x3,4x4`` picks the sizes a
+  default run covers. The packaged SmolLM2-135M-Instruct scores ~0 here, so the teacher is
+  SmolLM2-135M-Instruct **fine-tuned on the gold rationales** of ``teacher_train`` training
+  problems (all layers but the tied embeddings, 1 epoch, lr 2e-4), trained once and cached
+  by a key of everything that shapes it (``<work_dir>/gsm8k/teacher/<key>/model``); the
+  result records the key and recipe.
+- ``offline/asdiv`` (default): ASDiv in GSM8K form (:mod:`bench.reasoning.asdiv`). No
+  rationales exist, so the teacher is the packaged model prompted with its chat template
+  and a step-by-step instruction; it is weak at word problems (a few % right), so
+  rationale methods get only its few correct rationales and ``answer-only`` the gold
+  answers. Reported for completeness; compare methods on ``arith``.
+- ``gsm8k``, ``gsm8k_cot``: lm-eval's own tasks (and GSM8K's train split with its gold
+  rationales via ``datasets``); need ``DISTILLBENCH_ONLINE=1``. SVAMP / MultiArith are
+  not wired up (lm-eval ships no such task; a local GSM8K-format JSONL would be the route).
+
+Methods: ``teacher`` (the teacher itself; dispatched here, the registered ``teacher`` is
+the instruct suite's), ``answer-only``, ``cot-sft`` (baseline), ``skip-thinking``
+(:mod:`methods.cot_distill`), ``semcot`` (:mod:`methods.semcot`). Students are the
+teacher's first 8 layers (``--set student_layers``) trained on the teacher's greedy
+rationales for the first ``n_train`` training questions (generated once, cached), kept
+where the teacher's answer is right (``--set rationales=gold``: the verified gold
+rationales instead, where the dataset has them; an ablation, recorded).
+
+Presets (recorded in every result):
+
+=======  ==============================================================================
+smoke    24 training / 12 test questions, a teacher fine-tuned on 48 rationales: minutes
+default  300 training / 100 test questions per dataset, teacher fine-tuned on 1,200 gold
+         rationales (150 steps), students 2 epochs (``skip-thinking``: 1 CWT + 1 STT
+         epoch), SemCoT 3 + 2 generator epochs; datasets ``offline/arith-3x3`` and
+         ``offline/asdiv``
+full     paper scale on GPUs: lm-eval ``gsm8k``, all 7,473 training questions, teacher
+         ``meta-llama/Llama-2-7b-chat-hf`` (SemCoT's "small" configuration), bf16,
+         the official SemCoT GSM8K hyperparameters (7 + 2 generator epochs)
+=======  ==============================================================================
+
+How the default was sized (one timing probe of the real SmolLM2-135M on this 2-core CPU,
+``OMP_NUM_THREADS=1``, ``nice``, while two other training jobs ran, so the figures are
+lower bounds): a 3x3 item is 17 prompt + ~123 target tokens (4x4: 19 + ~185; ASDiv
+prompts ~47); fine-tuning all 30 layers ran at 59 tokens/s, an 8-layer student at
+211 tokens/s (bf16 autocast, batch 8); batch-1 fp32 greedy decoding at 2.4 (teacher) and
+8.5 (student) new tokens/s under that load (DESIGN §3, idle: teacher 18.5). Extrapolated
+to an idle machine (~2x the probe for training, DESIGN's decoding rates, student ~45
+tokens/s): teacher fine-tune ~23 min once (plus ~6 min of cached teacher rationales for
+the first rationale method); ``cot-sft`` ~4 min training + ~5 min arith eval + ~5 min
+ASDiv; ``skip-thinking`` ~10 min CWT + STT + ~1 min checks + ~10 min eval; ``semcot``
+~12 min + ~2 min eval; ``teacher`` row ~11 min (arith) + <= 12 min (ASDiv, 128-token
+budget). Under the probe's contention every figure roughly doubles.
+
+Real scale (GPU, online; Llama-2 is gated: log in to the hub first)::
+
+    export DISTILLBENCH_ONLINE=1
+    bench run --method teacher --suite gsm8k --preset full
+    bench run --method cot-sft --suite gsm8k --preset full --student princeton-nlp/Sheared-LLaMA-1.3B
+    bench run --method semcot --suite gsm8k --preset full \
+        --student princeton-nlp/Sheared-LLaMA-1.3B --set n_train=800 --set n_test=200
+
+(SemCoT's own protocol: 800 training and 200 test GSM8K items; this recipe has not been
+run here: no network or GPU.)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bench.errors import UsageError
+from bench.suites.base import DatasetSpec, RunOptions, Suite, apply_overrides, baseline_bootstrap
+
+REGISTRY = [{
+    "name": "gsm8k", "target": "GSM8KSuite",
+    "summary": "math reasoning: lm-eval exact match, generated tokens and latency per answer "
+               "(offline: arith multiplication with rationales, ASDiv); GSM8K at real scale",
+    "citation": "Cobbe et al. 2021 (GSM8K), arXiv:2110.14168",
+    "baseline": "cot-sft", "main_score": "exact_match", "test": "bootstrap",
+    "methods": ["teacher", "answer-only", "cot-sft", "skip-thinking", "semcot"],
+    "plot": "bench.plots:accuracy_vs_latency",
+    "description": "Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
+                   "filter), generated tokens and wall latency per answer (batch 1, fp32, "
+                   "same machine and run). On `offline/arith-3x3` the teacher is "
+                   "SmolLM2-135M-Instruct fine-tuned once on 1,200 gold long-multiplication "
+                   "rationales; students are its first 8 of 30 layers trained on its correct "
+                   "rationales for 300 training problems and tested on 100. On "
+                   "`offline/asdiv` the teacher is the packaged 135M model, which is weak at "
+                   "word problems (it answers only a few % of them), so its rationales are "
+                   "few and every student stays near 0 there: compare methods on arith. "
+                   "Skip-Thinking's paper body was not readable offline (our documented "
+                   "interpretations, methods/skip_thinking_chunks.py); SemCoT follows its "
+                   "official code with a deterministic condensed reasoning instead of "
+                   "GPT-4o-mini's.",
+}]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"n_train": 24, "n_test": 12, "teacher_train": 48, "epochs": 1,
+              "st_linear_epochs": 1, "st_llm_epochs": 0, "cg_linear_epochs": 1,
+              "cg_llm_epochs": 1},
+    "default": {"n_train": 300, "n_test": 100, "teacher_train": 1200,
+                "cg_linear_epochs": 3, "cg_llm_epochs": 2},
+    "full": {"n_train": None, "n_test": None, "teacher_finetune": False,
+             "mixed_precision": "bf16"},
+}
+FULL_TEACHER = "meta-llama/Llama-2-7b-chat-hf"  # SemCoT's "small" configuration
+SUITE_SETTINGS = {"n_train", "n_test", "teacher_train", "teacher_epochs", "teacher_lr",
+                  "teacher_batch_size", "teacher_finetune", "teacher_prompt", "max_gen_toks",
+                  "teacher_gen_tokens", "eval_batch_size", "gen_batch_size", "baseline",
+                  "num_fewshot", "arith", "asdiv", "rationales"}
+COT_INSTRUCTION = ("Solve the math word problem step by step, one short step per line. "
+                   "End with a final line of the form '#### <number>'.")
+RATIONALE_METHODS = {"cot-sft", "skip-thinking", "semcot"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    task: str  # lm-eval task name
+    kind: str  # "arith" | "asdiv" | "lm-eval"
+    digits: tuple[int, int] | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.kind != "lm-eval"
+
+
+def parse_dataset(dataset_id: str) -> Dataset:
+    m = re.fullmatch(r"offline/arith-(\d+)x(\d+)", dataset_id)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        return Dataset(dataset_id, f"arith_{a}x{b}", "arith", (a, b))
+    if dataset_id == "offline/asdiv":
+        return Dataset(dataset_id, "asdiv_offline", "asdiv")
+    if dataset_id in ("gsm8k", "gsm8k_cot"):
+        return Dataset(dataset_id, dataset_id, "lm-eval")
+    raise UsageError(f"--dataset {dataset_id!r}: not a dataset of suite 'gsm8k'; choose "
+                     "offline/arith-3x3, offline/arith-4x4 (any offline/arith-AxB), "
+                     "offline/asdiv, gsm8k or gsm8k_cot")
+
+
+class TeacherRow:
+    """The ``teacher`` row: the (fine-tuned) teacher itself, no training."""
+
+    implementation = "full"
+    settings_keys: tuple[str, ...] = ()
+
+    def build_model(self, context: Any) -> tuple[Any, str]:
+        return context.teacher, Path(context.teacher_name).name
+
+
+def _recipe(method: str) -> Any:
+    if method == "teacher":
+        return TeacherRow()
+    from methods import METHODS
+
+    recipe = METHODS.get(method)()
+    if not hasattr(recipe, "build_model"):
+        raise UsageError(f"method {method!r} does not run on suite 'gsm8k'")
+    return recipe
+
+
+class GSM8KSuite(Suite):
+    name = "gsm8k"
+    version = "1"
+    main_score = "exact_match"
+    baseline = "cot-sft"
+    datasets = (
+        DatasetSpec("offline/arith-3x3", "3-digit x 3-digit multiplication, worked "
+                    "rationales, fixed splits", stands_in_for="GSM8K"),
+        DatasetSpec("offline/arith-4x4", "4-digit x 4-digit multiplication (--dataset or "
+                    "--set arith=3x3,4x4)", stands_in_for="GSM8K"),
+        DatasetSpec("offline/asdiv", "ASDiv word problems in GSM8K format",
+                    stands_in_for="GSM8K"),
+        DatasetSpec("gsm8k", "GSM8K test (lm-eval gsm8k task; online)"),
+        DatasetSpec("gsm8k_cot", "GSM8K test (lm-eval gsm8k_cot task; online)"),
+    )
+    citation = "Cobbe et al. 2021 (GSM8K), arXiv:2110.14168"
+    main_datasets: ClassVar[tuple[str, ...]] = ("offline/arith-3x3", "offline/asdiv")
+
+    def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "teacher_train": 1200, "teacher_epochs": 1, "teacher_lr": 2e-4,
+            "teacher_batch_size": 8, "teacher_finetune": None, "teacher_prompt": "auto",
+            "max_gen_toks": None, "teacher_gen_tokens": None, "eval_batch_size": 1,
+            "gen_batch_size": 32, "baseline": self.baseline, "num_fewshot": None,
+            "arith": "3x3", "asdiv": True, "rationales": "teacher", **PRESETS[options.preset]}
+        apply_overrides(settings, options,
+                        SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ())), self.name)
+        if options.limit is not None:
+            settings["n_test"] = options.limit
+        return settings
+
+    def _datasets(self, options: RunOptions, settings: dict[str, Any]) -> list[Dataset]:
+        if options.dataset:
+            ids = [options.dataset]
+        elif options.preset == "full":
+            ids = ["gsm8k"]
+        else:
+            sizes = [s.strip() for s in str(settings["arith"]).split(",") if s.strip()]
+            ids = [f"offline/arith-{s}" for s in sizes] + \
+                (["offline/asdiv"] if settings["asdiv"] else [])
+        found = [parse_dataset(i) for i in ids]
+        if any(not d.offline for d in found):
+            from bench.assets.models import online_mode
+
+            if not online_mode():
+                raise UsageError("datasets gsm8k/gsm8k_cot download GSM8K through lm-eval: "
+                                 "set DISTILLBENCH_ONLINE=1 (or run the offline default)")
+        return found
+
+    def run(self, options: RunOptions) -> list[dict[str, Any]]:
+        from bench.assets import cache_dir, load_causal_lm
+
+        start = time.perf_counter()
+        recipe = _recipe(options.method)
+        settings = self.settings(options, recipe)
+        datasets = self._datasets(options, settings)
+        work_dir = Path(options.work_dir or cache_dir() / "runs") / "gsm8k"
+        base_name = options.teacher or (FULL_TEACHER if options.preset == "full"
+                                        else "smollm2-135m-instruct")
+        base, tok = load_causal_lm(base_name, dtype="float32")
+        records, skipped = [], []
+        for ds in datasets:
+            try:
+                records.append(self._run_dataset(options, settings, recipe, ds, base,
+                                                 base_name, tok, work_dir, start))
+            except SkippedDataset as exc:
+                skipped.append(str(exc))
+                print(f"bench: warning: {exc}", file=sys.stderr)
+        if not records:
+            raise UsageError("; ".join(skipped))
+        return records
+
+    def _run_dataset(self, options: RunOptions, settings: dict[str, Any], recipe: Any,
+                     ds: Dataset, base: Any, base_name: str, tok: Any, work_dir: Path,
+                     start: float) -> dict[str, Any]:
+        from methods.cot_distill import NoTrainingData, ReasoningContext
+
+        t0 = time.perf_counter()
+        seconds: dict[str, float] = {}
+        train, test_target_tokens = _train_items(ds, settings, tok)
+        teacher, teacher_name, teacher_info = _teacher(ds, settings, base, base_name, tok,
+                                                       train, work_dir)
+        seconds["teacher"] = round(time.perf_counter() - t0, 1)
+        if options.method in RATIONALE_METHODS:
+            t1 = time.perf_counter()
+            teacher_info.update(_add_rationales(ds, settings, teacher, teacher_info, tok,
+                                                train, work_dir, test_target_tokens))
+            seconds["teacher_rationales"] = round(time.perf_counter() - t1, 1)
+        n_train = settings["n_train"]
+        context = ReasoningContext(options=options, settings=settings, work_dir=work_dir,
+                                   teacher_name=teacher_name, teacher=teacher, tokenizer=tok,
+                                   train=train[:n_train] if n_train else train,
+                                   dataset_id=ds.id, student_name=options.student)
+        t1 = time.perf_counter()
+        try:
+            model, model_name = recipe.build_model(context)
+        except NoTrainingData as exc:
+            raise SkippedDataset(f"{options.method} skipped on {ds.id}: {exc}") from None
+        seconds["train"] = round(time.perf_counter() - t1, 1)
+        t1 = time.perf_counter()
+        from bench.suites.gsm8k_eval import evaluate_model
+
+        chat = options.method == "teacher" and teacher_info["prompt"] == "chat"
+        rows, protocol = evaluate_model(
+            ds, settings, model, tok, f"{options.method} on {ds.id}", test_target_tokens,
+            work_dir, system_instruction=COT_INSTRUCTION if chat else None)
+        seconds["evaluate"] = round(time.perf_counter() - t1, 1)
+        return self._record(options, settings, ds, rows, model_name, context, teacher_info,
+                            protocol, seconds, time.perf_counter() - t0)
+
+    def _record(self, options: RunOptions, settings: dict[str, Any], ds: Dataset,
+                rows: list[dict[str, Any]], model_name: str, context: Any,
+                teacher_info: dict[str, Any], protocol: dict[str, Any],
+                seconds: dict[str, float], wall: float) -> dict[str, Any]:
+        from bench.results import new_record
+
+        metric_names = ("exact_match", "exact_match_flexible", "generated_tokens", "latency_s")
+        per_item = {m: {r["id"]: r[m] for r in rows if m in r} for m in metric_names}
+        metrics = {m: sum(v.values()) / len(v) for m, v in per_item.items() if v}
+        checksum = hashlib.sha256(json.dumps([[r["id"], r["question"], r["target"]]
+                                              for r in rows]).encode()).hexdigest()
+        dataset = {"id": ds.id, "checksum": f"sha256:{checksum}", "split": "test",
+                   "offline_stand_in": ds.offline,
+                   "stands_in_for": "GSM8K" if ds.offline else None, "num_items": len(rows)}
+        config = {"preset": options.preset, **settings, "lm_eval_task": ds.task,
+                  "teacher": teacher_info, "eval_protocol": protocol, "seconds": seconds,
+                  **copy.deepcopy(context.config),
+                  "samples": [{"id": r["id"], "output": r["output"]} for r in rows[:3]]}
+        notes = list(context.notes)
+        entry, note = baseline_bootstrap(options, self.name, ds.id, "exact_match",
+                                         per_item["exact_match"], settings["baseline"])
+        if entry:
+            config["paired_bootstrap_vs_baseline"] = entry
+        if note:
+            notes.append(note)
+        recipe_impl = getattr(_recipe(options.method), "implementation", "full")
+        return new_record(
+            suite=self.name, suite_version=self.version, dataset=dataset,
+            method=options.method, model=model_name, seed=options.seed,
+            preset=options.preset, main_score=self.main_score, metrics=metrics,
+            per_item=per_item, config=config, implementation=recipe_impl, notes=notes,
+            wall_time_s=wall)
+
+
+class SkippedDataset(UsageError):
+    """A method had nothing to learn from on one dataset (e.g. no correct teacher rationale)."""
+
+
+def _train_items(ds: Dataset, settings: dict[str, Any], tok: Any) -> tuple[list[Any], int]:
+    """(training items, the longest gold test target in tokens or 0 when unknown)."""
+    from methods.cot_distill import ReasoningItem, target_units
+
+    if ds.kind == "arith":
+        from bench.reasoning.arith import make_arith
+        from bench.reasoning.lm_eval_tasks import ARITH_SEED, ARITH_TEST_SIZE
+
+        a, b = ds.digits or (3, 3)
+        n = max(settings["n_train"] or 0, settings["teacher_train"] or 0)
+        problems = make_arith(a, b, n, ARITH_SEED, split="train")
+        test = make_arith(a, b, min(settings["n_test"] or ARITH_TEST_SIZE, ARITH_TEST_SIZE),
+                          ARITH_SEED, split="test")
+        longest = max(sum(map(len, target_units(tok, p.rationale, p.answer))) for p in test)
+        return [ReasoningItem(p.id, p.question, p.answer, gold_rationale=p.rationale)
+                for p in problems], longest
+    if ds.kind == "asdiv":
+        from bench.reasoning.asdiv import asdiv_splits
+
+        train = asdiv_splits()[0][: settings["n_train"] or None]
+        return [ReasoningItem(p.id, p.question, p.answer) for p in train], 0
+    from datasets import load_dataset
+
+    rows = load_dataset("openai/gsm8k", "main", split="train")
+    items = []
+    for i, row in enumerate(rows):
+        rationale, _, answer = row["answer"].partition("####")
+        items.append(ReasoningItem(f"gsm8k-train-{i}", row["question"],
+                                   answer.strip().replace(",", ""),
+                                   gold_rationale=re.sub(r"<<[^>]*>>", "", rationale).strip()))
+    return items[: settings["n_train"] or None], 0
+
+
+def _teacher(ds: Dataset, settings: dict[str, Any], base: Any, base_name: str, tok: Any,
+             train: list[Any], work_dir: Path) -> tuple[Any, str, dict[str, Any]]:
+    """(teacher, name, info): the base model, or for ``arith`` the base fine-tuned on gold
+    rationales (trained once, cached by key)."""
+    finetune = settings["teacher_finetune"]
+    if finetune is None:
+        finetune = ds.kind == "arith"
+    prompt = settings["teacher_prompt"]
+    if prompt == "auto":
+        prompt = "plain" if finetune else "chat"
+    info: dict[str, Any] = {"base": base_name, "finetuned": bool(finetune), "prompt": prompt}
+    if not finetune:
+        return base, base_name, info
+    from methods.cot_distill import finetune_teacher, run_key, sft_config
+
+    items = [it for it in train if it.gold_rationale][: settings["teacher_train"]]
+    if not items:
+        raise UsageError(f"{ds.id}: no gold rationales to fine-tune the teacher on; "
+                         "--set teacher_finetune=false")
+    cfg = sft_config({"epochs": settings["teacher_epochs"], "lr": settings["teacher_lr"],
+                      "batch_size": settings["teacher_batch_size"]}, 0,
+                     student_layers=base.config.num_hidden_layers)
+    data = hashlib.sha256(json.dumps([[it.question, it.gold_rationale, it.answer]
+                                      for it in items]).encode()).hexdigest()[:16]
+    key = run_key("teacher", base_name, ds.id, cfg.__dict__, data)
+    out, name = work_dir / "teacher" / key, f"{Path(base_name).name}-{ds.kind}-ft"
+    teacher = finetune_teacher(base, tok, items, cfg, out, name=name)
+    info.update({"key": key, "path": str(out / name), "train_items": len(items),
+                 "recipe": dict(cfg.__dict__)})
+    return teacher, str(out / name), info
+
+
+def _add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
+                    info: dict[str, Any], tok: Any, train: list[Any], work_dir: Path,
+                    longest: int) -> dict[str, Any]:
+    """The teacher's greedy rationales for the student's training questions (cached);
+    marks each item correct or not. Returns figures for the record."""
+    import torch
+
+    from bench.generation import GenerationCache, chat_prompt_ids, generate
+    from bench.reasoning.problem import answers_match
+    from bench.retrieval.rerankers import model_fingerprint
+    from methods.cot_distill import PROMPT, prompt_ids, split_output
+
+    items = train[: settings["n_train"] or None]
+    if settings["rationales"] == "gold":  # ablation / tests: the verified gold rationales
+        for it in items:
+            it.rationale, it.teacher_correct = it.gold_rationale, bool(it.gold_rationale)
+        return {"rationales": "gold", "train_questions": len(items),
+                "train_with_rationale": sum(it.teacher_correct for it in items)}
+    if settings["rationales"] != "teacher":
+        raise UsageError(f"--set rationales={settings['rationales']}: use teacher or gold")
+    from bench.suites.gsm8k_eval import gen_tokens
+
+    max_new = settings["teacher_gen_tokens"] or gen_tokens(ds, settings, longest)
+    fast = copy.deepcopy(teacher).to(torch.bfloat16).eval()
+    key = json.dumps([model_fingerprint(teacher), info["prompt"], max_new, "greedy"])
+    prompts = [prompt_ids(tok, it.question) if info["prompt"] == "plain" else
+               chat_prompt_ids(tok, PROMPT.format(question=it.question), system=COT_INSTRUCTION)
+               for it in items]
+    gens = generate(fast, tok, prompts, max_new_tokens=max_new,
+                    batch_size=settings["gen_batch_size"],
+                    cache=GenerationCache(work_dir / "generations", key),
+                    label=f"teacher rationales ({ds.id})")
+    for it, g in zip(items, gens, strict=True):
+        it.teacher_correct = answers_match(g.text, it.answer)
+        it.rationale = split_output(g.text) if it.teacher_correct else ""
+    right = sum(it.teacher_correct for it in items)
+    return {"train_correct": right, "train_questions": len(items),
+            "train_accuracy": right / max(len(items), 1), "rationale_max_tokens": max_new}

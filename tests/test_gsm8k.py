@@ -1,0 +1,217 @@
+"""The gsm8k suite: SemCoT losses by hand, the Skip-Thinking pieces the recipes add, the
+SemCoT encoder, usage errors, and a tiny end-to-end run of every method through lm-eval."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench.cli import main
+from methods.losses.semcot import semcot_generator_loss, semcot_infonce
+
+# --- SemCoT losses ---------------------------------------------------------------------------
+
+
+def test_semcot_infonce_by_hand():
+    r = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    c = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    s = 1 / math.sqrt(2)  # cos(r0, c0) = cos(r1, c0) = 1/sqrt2; cos(r0, c1) = 0, cos(r1, c1) = -1
+    expected = -(math.log(math.exp(s) / (math.exp(s) + 1))
+                 + math.log(math.exp(-1) / (math.exp(s) + math.exp(-1)))) / 2
+    assert semcot_infonce(r, c).item() == pytest.approx(expected, rel=1e-6)
+    assert semcot_infonce(r, c, temperature=0.5).item() != pytest.approx(expected)
+    assert semcot_infonce(r[:1], c[:1]).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError):
+        semcot_infonce(r, c[:1])
+
+
+def test_semcot_generator_loss_by_hand():
+    implicit = torch.tensor([[1.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 1.0], [2.0, 2.0]])
+    logits = torch.zeros(2, 2, 3)
+    logits[0, 0] = torch.tensor([2.0, 0.0, 0.0])
+    ids = torch.tensor([[0, 1], [2, 0]])
+    mask = torch.tensor([[True, False], [True, True]])
+    loss, parts = semcot_generator_loss(implicit, target, logits, ids, mask=mask, alpha=0.25)
+    reason = ((1 - 0.0) + (1 - 1.0)) / 2
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
+    answer = (ce0 + math.log(3) + math.log(3)) / 3  # the masked token is left out
+    assert parts["reason"].item() == pytest.approx(reason)
+    assert parts["answer"].item() == pytest.approx(answer, rel=1e-6)
+    assert loss.item() == pytest.approx(0.25 * reason + 0.75 * answer, rel=1e-6)
+    loss.backward()
+    assert implicit.grad is not None and implicit.grad.abs().sum() > 0
+    only_reason, _ = semcot_generator_loss(implicit, target, logits, ids, alpha=1.0)
+    assert only_reason.item() == pytest.approx(reason)
+    with pytest.raises(ValueError):
+        semcot_generator_loss(implicit, target, logits, ids, alpha=1.5)
+
+
+# --- recipe pieces ---------------------------------------------------------------------------
+
+
+def test_prompt_is_lm_evals_and_steps_split_lines_and_sentences():
+    from bench.reasoning.lm_eval_tasks import DOC_TO_TEXT
+    from methods.cot_distill import PROMPT, reasoning_steps
+
+    assert PROMPT.replace("{question}", "{{question}}") == DOC_TO_TEXT
+    assert reasoning_steps("He has 3 apples. She gives 2 more.\n3 + 2 = 5\n\n") == [
+        "He has 3 apples.", "She gives 2 more.", "3 + 2 = 5"]
+
+
+def test_condensed_reasoning_keeps_the_computed_values():
+    from bench.reasoning.arith import make_problem
+    from methods.semcot import condense
+
+    p = make_problem(123, 456)
+    assert condense(p.rationale, p.answer) == (
+        "Intermediate results: 738, 6150, 49200, 6888, 56088; answer 56088.")
+    assert condense("No equations here.", "7") == "answer 7."
+
+
+def test_sbc_span_costs_from_one_forward_equal_prefix_forwards(tiny_chat_model_dir):
+    """The NLL of a chunk given everything before it is a slice of one full pass."""
+    from bench.assets import load_causal_lm
+    from methods.cot_distill import SkipConfig, chunk_units, sentence_nlls
+    from methods.skip_thinking_chunks import lm_chunk_cost, search_chunks
+
+    model, _ = load_causal_lm(str(tiny_chat_model_dir))
+    prompt = [4, 5, 6]
+    units = [[7, 8], [9], [10, 11, 12], [13, 4], [5, 6, 7], [8]]
+    flat = [t for u in units for t in u]
+    nll = sentence_nlls(model, [(prompt, flat)], pad_id=0)[0].float()
+    cost = lm_chunk_cost(model, prompt)
+    starts = [0, 2, 3, 6, 8, 11, 12]
+    for i, j in [(0, 2), (1, 4), (3, 6)]:
+        chunk = [t for u in units[i:j] for t in u]
+        context = [t for u in units[:i] for t in u]
+        sliced = nll[starts[i]:starts[j]].mean().item()
+        assert sliced == pytest.approx(cost(context, chunk), abs=0.05)  # bf16 vs fp32 pass
+    chunks = chunk_units(units, SkipConfig(n_chunks=3), nll)
+    assert [t for c in chunks for t in c] == flat and len(chunks) == 3
+
+    def exact(context, chunk):
+        i = len(context)
+        return float(nll[starts[i]:starts[i + len(chunk)]].mean())
+
+    expected = search_chunks(units, 3, exact)
+    assert chunks == [[t for u in g for t in u] for g in expected]
+    assert chunk_units(units, SkipConfig(n_chunks=3, chunking="average"), None) == [
+        [7, 8, 9], [10, 11, 12, 13, 4], [5, 6, 7, 8]]
+
+
+def test_batched_skippable_equals_the_sequential_rule(monkeypatch):
+    """A fake student answers right iff it sees token 50 (chunk 2's) or no chunk at all is
+    missing; batched rounds must give skippable_chunks' answers."""
+    from bench import generation
+    from bench.generation import Generation
+    from methods.cot_distill import SkipConfig, batched_skippable
+    from methods.skip_thinking_chunks import skippable_chunks
+
+    def student(ids):
+        return "#### 7" if 50 in ids else "#### 3"
+
+    calls = []
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        calls.append(len(prompts))
+        return [Generation(list(p), [], student(p)) for p in prompts]
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    items = [([1], [[10], [20], [50], [30], [40]], "7"), ([2], [[10], [50], [60]], "7"),
+             ([3], [[10], [20], [40]], "7"), ([4], [[10], [20]], "7")]
+
+    class Dummy(torch.nn.Module):
+        pass
+
+    got = batched_skippable(Dummy(), None, items, SkipConfig())
+    want = [skippable_chunks(lambda q, kept, p=p: student(p + [t for c in kept[:-1] for t in c]),
+                             "", chunks, ans) for p, chunks, ans in items]
+    assert got == want == [[1, 3], [], [], []]
+    assert len(calls) <= 4  # rounds, not one call per check
+
+
+def test_sentence_encoder_runs_the_teachers_layers(tiny_chat_model_dir):
+    from bench.assets import load_causal_lm
+    from methods.semcot import SentenceEncoder
+
+    teacher, _ = load_causal_lm(str(tiny_chat_model_dir))
+    ids = torch.tensor([[4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        hs = teacher.model(input_ids=ids, output_hidden_states=True).hidden_states
+        enc = SentenceEncoder(teacher, 0, 2, 16)
+        pooled = enc.pooled(hs[0])
+        # padding after the row changes nothing (causal layers, masked mean)
+        padded = torch.cat([hs[0], torch.zeros(1, 3, hs[0].shape[-1])], 1)
+        mask = torch.tensor([[1] * 5 + [0] * 3])
+        torch.testing.assert_close(enc.pooled(padded, mask), pooled, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pooled, hs[-1].mean(1), rtol=1e-4, atol=1e-4)
+    assert enc(hs[0]).shape == (1, 16)
+
+
+# --- suite -----------------------------------------------------------------------------------
+
+
+def test_usage_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DISTILLBENCH_ONLINE", raising=False)
+    out = ["--suite", "gsm8k", "--out", str(tmp_path / "r"), "--work-dir", str(tmp_path / "w")]
+    assert main(["run", "--method", "cot-sft", "--dataset", "gsm8k", *out]) == 2
+    err = capsys.readouterr().err
+    assert "DISTILLBENCH_ONLINE=1" in err and len(err.strip().splitlines()) == 1
+    assert main(["run", "--method", "cot-sft", "--dataset", "svamp", *out]) == 2
+    assert "not a dataset of suite 'gsm8k'" in capsys.readouterr().err
+    assert main(["run", "--method", "fkl", *out]) == 2
+    assert "does not run on suite 'gsm8k'" in capsys.readouterr().err
+    assert main(["run", "--method", "cot-sft", "--set", "alpha=0.5", *out]) == 2
+    assert "--set alpha" in capsys.readouterr().err
+
+
+def test_accuracy_vs_latency_plot(tmp_path):
+    from bench.plots import accuracy_vs_latency
+
+    def rec(method, em, lat):
+        return {"suite": "gsm8k", "method": method, "model": "m", "seed": 0,
+                "dataset": {"id": "offline/arith-3x3", "offline_stand_in": True},
+                "metrics": {"exact_match": em, "latency_s": lat}}
+
+    records = [rec("cot-sft", 0.4, 2.0), rec("answer-only", 0.1, 0.3), rec("semcot", 0.05, 0.5)]
+    [path] = accuracy_vs_latency(records, tmp_path)
+    assert path.name.startswith("gsm8k_offline_arith-3x3") and path.suffix == ".png"
+    first = path.read_bytes()
+    accuracy_vs_latency(records, tmp_path)
+    assert path.read_bytes() == first  # deterministic
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
+    results = tmp_path / "results"
+    common = ["--suite", "gsm8k", "--teacher", str(tiny_chat_model_dir), "--preset", "smoke",
+              "--dataset", "offline/arith-2x2", "--out", str(results), "--work-dir",
+              str(tmp_path / "work"), "--set", "n_train=6", "--set", "n_test=3",
+              "--set", "teacher_train=6", "--set", "max_gen_toks=6"]
+    gold = ["--set", "rationales=gold"]  # the random tiny teacher is never right
+    runs = {"cot-sft": gold, "teacher": [], "answer-only": [], "skip-thinking": gold,
+            "semcot": [*gold, "--set", "k_train=2"]}
+    for method, extra in runs.items():
+        assert main(["run", "--method", method, *common, *extra]) == 0, method
+    files = {f.name.split("__")[0]: json.loads(f.read_text())
+             for f in (results / "gsm8k").rglob("*.json")}
+    assert set(files) == set(runs)
+    for method, rec in files.items():
+        assert rec["dataset"]["offline_stand_in"] and rec["dataset"]["num_items"] == 3
+        assert set(rec["metrics"]) == {"exact_match", "exact_match_flexible",
+                                       "generated_tokens", "latency_s"}, method
+        assert all(len(v) == 3 for v in rec["per_item"].values())
+        assert rec["config"]["lm_eval_task"] == "arith_2x2"
+        assert 0 < rec["metrics"]["generated_tokens"] <= 6 and rec["metrics"]["latency_s"] > 0
+        if method != "cot-sft":
+            assert rec["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "cot-sft"
+    assert files["teacher"]["config"]["teacher"]["finetuned"]
+    assert files["skip-thinking"]["config"]["cwt_examples"] >= 6
+    assert files["semcot"]["config"]["recipe"]["k_eval"] == 1
+    assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb")]) == 0
+    assert (tmp_path / "lb" / "gsm8k.md").exists()
+    assert list((tmp_path / "lb").glob("gsm8k_*accuracy_latency.png"))
