@@ -168,54 +168,65 @@ def _by_suite_dataset(records: Sequence[dict[str, Any]]
     return out
 
 
-def reward_kl_frontier(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
-                       ) -> list[Path]:
-    """Gold reward against KL to the reference policy, one point per row (``align``).
+def _tradeoff_scatter(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str], *,
+                      x: str, y: str, x_label: str, y_label: str, suffix: str,
+                      y_floor_one: bool = False) -> list[Path]:
+    """Quality ``y`` against cost ``x``, one labelled point per row and dataset.
 
-    x = ``kl_to_ref``, y = ``gold_reward`` (means over seeds; sample-std error bars with
-    several seeds), each point labelled with its method; the rows no other row beats on
-    both axes (less KL and more reward) are joined by a dashed line: the empirical
-    reward/KL frontier. Writes ``<suite>_<dataset>_reward_kl.png`` per dataset whose records
-    have both metrics.
+    Means over seeds with sample-std error bars when there are several seeds; the rows no
+    other row beats on both axes (less ``x`` and more ``y``) are joined by a dashed line,
+    the empirical frontier. Writes ``<suite>_<dataset>_<suffix>.png`` per dataset whose
+    records have both metrics.
     """
     paths = []
     for (suite, dataset), recs in sorted(_by_suite_dataset(records).items()):
-        recs = [r for r in recs if {"gold_reward", "kl_to_ref"} <= set(r["metrics"])]
+        recs = [r for r in recs if {x, y} <= set(r["metrics"])]
         if not recs:
             continue
         points = []
         for row, rs in sorted(_group(recs).items()):
-            kl, kl_std = _mean_std([r["metrics"]["kl_to_ref"] for r in rs])
-            reward, reward_std = _mean_std([r["metrics"]["gold_reward"] for r in rs])
-            points.append((row[0], kl, reward, kl_std, reward_std))
+            xm, xs = _mean_std([r["metrics"][x] for r in rs])
+            ym, ys = _mean_std([r["metrics"][y] for r in rs])
+            points.append((row[0], xm, ym, xs, ys))
         frontier = sorted((p for p in points if not any(
             q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)),
-            key=lambda p: (p[1], p[2], p[0]))
+            key=lambda p: (p[1], -p[2], p[0]))
         stand_in = recs[0]["dataset"]["offline_stand_in"]
 
         def draw(fig: Any, points: Any = points, frontier: Any = frontier,
                  title: str = f"{suite}: {dataset}" + (" (offline stand-in)" if stand_in
                                                        else "")) -> None:
             ax = fig.add_subplot()
-            for i, (method, kl, reward, kl_std, reward_std) in enumerate(points):
+            for i, (method, xm, ym, xs, ys) in enumerate(points):
                 color = f"C{i % 10}"
-                ax.errorbar([kl], [reward], xerr=None if kl_std is None else [kl_std],
-                            yerr=None if reward_std is None else [reward_std], fmt="o",
+                ax.errorbar([xm], [ym], xerr=None if xs is None else [xs],
+                            yerr=None if ys is None else [ys], fmt="o",
                             color=color, capsize=3, label=_plain(method))
-                ax.annotate(_plain(method), (kl, reward), textcoords="offset points",
+                ax.annotate(_plain(method), (xm, ym), textcoords="offset points",
                             xytext=(5, 4), fontsize="small", color=color)
             if len(frontier) > 1:
                 ax.plot([p[1] for p in frontier], [p[2] for p in frontier], "--",
                         color="gray", linewidth=1, label="frontier")
-            ax.set_xlabel("KL to the reference policy (nats per token)")
-            ax.set_ylabel("gold reward")
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(y_label)
+            if y_floor_one:
+                ax.set_ylim(-0.02, max(1.0, max(p[2] for p in points) + 0.05))
             ax.set_title(_plain(title))
             ax.legend(fontsize="small", loc="best")
             fig.tight_layout()
 
         paths.append(save_png(draw, Path(out_dir)
-                              / f"{_slug(suite)}_{_slug(dataset)}_reward_kl.png"))
+                              / f"{_slug(suite)}_{_slug(dataset)}_{suffix}.png"))
     return paths
+
+
+def reward_kl_frontier(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
+                       ) -> list[Path]:
+    """``align``: gold reward against KL to the reference policy (nats per token), with the
+    reward/KL frontier; ``<suite>_<dataset>_reward_kl.png`` per dataset."""
+    return _tradeoff_scatter(records, out_dir, x="kl_to_ref", y="gold_reward",
+                             x_label="KL to the reference policy (nats per token)",
+                             y_label="gold reward", suffix="reward_kl")
 
 
 def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
@@ -277,50 +288,9 @@ def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike
 
 def accuracy_vs_latency(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]
                         ) -> list[Path]:
-    """Exact match against wall latency per answer, one point per row (``gsm8k``).
-
-    x = ``latency_s`` (seconds per answer), y = ``exact_match`` (means over seeds;
-    sample-std error bars with several seeds), each point labelled with its method; the
-    rows no other row beats on both axes (faster and more accurate) are joined by a dashed
-    line. Writes ``<suite>_<dataset>_accuracy_latency.png`` per dataset whose records have
-    both metrics.
-    """
-    paths = []
-    for (suite, dataset), recs in sorted(_by_suite_dataset(records).items()):
-        recs = [r for r in recs if {"exact_match", "latency_s"} <= set(r["metrics"])]
-        if not recs:
-            continue
-        points = []
-        for row, rs in sorted(_group(recs).items()):
-            lat, lat_std = _mean_std([r["metrics"]["latency_s"] for r in rs])
-            acc, acc_std = _mean_std([r["metrics"]["exact_match"] for r in rs])
-            points.append((row[0], lat, acc, lat_std, acc_std))
-        frontier = sorted((p for p in points if not any(
-            q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)),
-            key=lambda p: (p[1], -p[2], p[0]))
-        stand_in = recs[0]["dataset"]["offline_stand_in"]
-
-        def draw(fig: Any, points: Any = points, frontier: Any = frontier,
-                 title: str = f"{suite}: {dataset}" + (" (offline stand-in)" if stand_in
-                                                       else "")) -> None:
-            ax = fig.add_subplot()
-            for i, (method, lat, acc, lat_std, acc_std) in enumerate(points):
-                color = f"C{i % 10}"
-                ax.errorbar([lat], [acc], xerr=None if lat_std is None else [lat_std],
-                            yerr=None if acc_std is None else [acc_std], fmt="o",
-                            color=color, capsize=3, label=_plain(method))
-                ax.annotate(_plain(method), (lat, acc), textcoords="offset points",
-                            xytext=(5, 4), fontsize="small", color=color)
-            if len(frontier) > 1:
-                ax.plot([p[1] for p in frontier], [p[2] for p in frontier], "--",
-                        color="gray", linewidth=1, label="frontier")
-            ax.set_xlabel("wall latency per answer (s, batch 1)")
-            ax.set_ylabel("exact match")
-            ax.set_ylim(-0.02, max(1.0, max(p[2] for p in points) + 0.05))
-            ax.set_title(_plain(title))
-            ax.legend(fontsize="small", loc="best")
-            fig.tight_layout()
-
-        paths.append(save_png(draw, Path(out_dir)
-                              / f"{_slug(suite)}_{_slug(dataset)}_accuracy_latency.png"))
-    return paths
+    """``gsm8k``: exact match against wall latency per answer (batch 1), with the
+    accuracy/latency frontier; ``<suite>_<dataset>_accuracy_latency.png`` per dataset."""
+    return _tradeoff_scatter(records, out_dir, x="latency_s", y="exact_match",
+                             x_label="wall latency per answer (s, batch 1)",
+                             y_label="exact match", suffix="accuracy_latency",
+                             y_floor_one=True)

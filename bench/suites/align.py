@@ -70,7 +70,8 @@ from bench.suites.base import (
     RunOptions,
     Suite,
     apply_overrides,
-    baseline_bootstrap,
+    attach_baseline_bootstrap,
+    suite_recipe,
 )
 from bench.suites.instruct import Item, split
 
@@ -342,12 +343,8 @@ class AlignSuite(Suite):
                   "samples": [{"id": it.id, "response": g.text}
                               for it, g in list(zip(test, gens, strict=True))[:3]]}
         notes = list(context.notes)
-        entry, note = baseline_bootstrap(options, self.name, dataset_id, "win_rate",
-                                         scores["win_rate"], settings["baseline"])
-        if entry:
-            config["paired_bootstrap_vs_baseline"] = entry
-        if note:
-            notes.append(note)
+        attach_baseline_bootstrap(config, notes, options, self.name, dataset_id, "win_rate",
+                                  scores["win_rate"], settings["baseline"])
         return new_record(
             suite=self.name, suite_version=self.version, dataset=dataset,
             method=options.method, model=model_name, seed=options.seed,
@@ -360,16 +357,8 @@ class AlignSuite(Suite):
 def _recipe(method: str) -> Any:
     """The recipe of ``method`` on this suite; ``sft`` is the reference policy here (the
     registered ``sft`` is the instruct suite's token-KD recipe)."""
-    if method == "sft":
-        from methods.dpo import ReferencePolicy
-
-        return ReferencePolicy()
-    from methods import METHODS
-
-    recipe = METHODS.get(method)()
-    if not hasattr(recipe, "build_model"):
-        raise UsageError(f"method {method!r} does not run on suite 'align'")
-    return recipe
+    return suite_recipe(method, "align", {"sft": "methods.dpo:ReferencePolicy"},
+                        needs="build_model")
 
 
 def _inference_copy(model: Any) -> Any:

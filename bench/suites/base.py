@@ -87,6 +87,8 @@ def baseline_bootstrap(options: RunOptions, suite: str, dataset_id: str, metric:
     """
     if baseline == options.method:
         return None, None
+    import math
+
     from bench.results import ResultStore
     from bench.stats import bootstrap_ci
 
@@ -97,4 +99,40 @@ def baseline_bootstrap(options: RunOptions, suite: str, dataset_id: str, metric:
         return None, (f"no {baseline!r} result for this dataset/seed/preset in {options.out} "
                       "yet: no bootstrap interval against it")
     delta, lo, hi = bootstrap_ci(scores, base[0]["per_item"][metric])
+    if not all(math.isfinite(v) for v in (delta, lo, hi)):
+        return None, f"fewer than 2 items shared with the {baseline!r} result: no interval"
     return {"baseline": baseline, "delta": delta, "ci95": [lo, hi], "n_resamples": 10000}, None
+
+
+def attach_baseline_bootstrap(config: dict[str, Any], notes: list[str], options: RunOptions,
+                              suite: str, dataset_id: str, metric: str,
+                              scores: dict[str, float], baseline: str) -> None:
+    """Put :func:`baseline_bootstrap`'s interval into ``config`` or its reason into ``notes``."""
+    entry, note = baseline_bootstrap(options, suite, dataset_id, metric, scores, baseline)
+    if entry:
+        config["paired_bootstrap_vs_baseline"] = entry
+    if note:
+        notes.append(note)
+
+
+def suite_recipe(method: str, suite: str, local: dict[str, str], *, needs: str) -> Any:
+    """The recipe object of ``method`` on ``suite``.
+
+    Method names are unique across ``methods/``, but a few rows mean something different
+    per suite (``teacher``, ``sft``): ``local`` maps such names to this suite's own
+    ``"module:Class"``. Any other name is the registered method, which must have the
+    attribute ``needs`` (what the suite calls), or the user gets a one-line error.
+    """
+    import importlib
+
+    from bench.errors import UsageError
+    from methods import METHODS
+
+    if method in local:
+        module, attr = local[method].split(":")
+        return getattr(importlib.import_module(module), attr)()
+    recipe = METHODS.get(method)()
+    if not hasattr(recipe, needs):
+        raise UsageError(f"method {method!r} does not run on suite {suite!r}; see "
+                         f"`bench ls` for this suite's methods")
+    return recipe

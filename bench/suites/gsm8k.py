@@ -87,7 +87,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import UsageError
-from bench.suites.base import DatasetSpec, RunOptions, Suite, apply_overrides, baseline_bootstrap
+from bench.suites.base import (
+    DatasetSpec,
+    RunOptions,
+    Suite,
+    apply_overrides,
+    attach_baseline_bootstrap,
+    suite_recipe,
+)
 
 REGISTRY = [{
     "name": "gsm8k", "target": "GSM8KSuite",
@@ -168,14 +175,8 @@ class TeacherRow:
 
 
 def _recipe(method: str) -> Any:
-    if method == "teacher":
-        return TeacherRow()
-    from methods import METHODS
-
-    recipe = METHODS.get(method)()
-    if not hasattr(recipe, "build_model"):
-        raise UsageError(f"method {method!r} does not run on suite 'gsm8k'")
-    return recipe
+    return suite_recipe(method, "gsm8k", {"teacher": "bench.suites.gsm8k:TeacherRow"},
+                        needs="build_model")
 
 
 class GSM8KSuite(Suite):
@@ -307,12 +308,8 @@ class GSM8KSuite(Suite):
                   **copy.deepcopy(context.config),
                   "samples": [{"id": r["id"], "output": r["output"]} for r in rows[:3]]}
         notes = list(context.notes)
-        entry, note = baseline_bootstrap(options, self.name, ds.id, "exact_match",
-                                         per_item["exact_match"], settings["baseline"])
-        if entry:
-            config["paired_bootstrap_vs_baseline"] = entry
-        if note:
-            notes.append(note)
+        attach_baseline_bootstrap(config, notes, options, self.name, ds.id, "exact_match",
+                                  per_item["exact_match"], settings["baseline"])
         recipe_impl = getattr(_recipe(options.method), "implementation", "full")
         return new_record(
             suite=self.name, suite_version=self.version, dataset=dataset,

@@ -41,7 +41,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.errors import UsageError
-from bench.suites.base import DatasetSpec, RunOptions, Suite, apply_overrides, baseline_bootstrap
+from bench.suites.base import (
+    DatasetSpec,
+    RunOptions,
+    Suite,
+    apply_overrides,
+    attach_baseline_bootstrap,
+    suite_recipe,
+)
 
 REGISTRY = [{
     "name": "imagenet-lt", "target": "ImageNetLTSuite",
@@ -183,12 +190,8 @@ class ImageNetLTSuite(Suite):
                   "teacher": context.teacher_name or None, "seconds": seconds,
                   "train": context.config.get("train", {})}
         notes = []
-        entry, note = baseline_bootstrap(options, self.name, dataset_id, "top1", scores,
-                                         settings["baseline"])
-        if entry:
-            config["paired_bootstrap_vs_baseline"] = entry
-        if note:
-            notes.append(note)
+        attach_baseline_bootstrap(config, notes, options, self.name, dataset_id, "top1",
+                                  scores, settings["baseline"])
         recipe_impl = getattr(_recipe(options.method), "implementation", "full")
         return new_record(
             suite=self.name, suite_version=self.version, dataset=dataset,
@@ -199,16 +202,8 @@ class ImageNetLTSuite(Suite):
 
 
 def _recipe(method: str) -> Any:
-    if method == "teacher":
-        from methods.vision_kd import TeacherTraining
-
-        return TeacherTraining()
-    from methods import METHODS
-
-    recipe = METHODS.get(method)()
-    if not hasattr(recipe, "uses_teacher"):
-        raise UsageError(f"method {method!r} does not train an image classifier")
-    return recipe
+    return suite_recipe(method, "imagenet-lt",
+                        {"teacher": "methods.vision_kd:TeacherTraining"}, needs="uses_teacher")
 
 
 def _checksum(ids: list[str], labels: np.ndarray) -> str:

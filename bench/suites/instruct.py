@@ -55,7 +55,7 @@ from bench.suites.base import (
     RunOptions,
     Suite,
     apply_overrides,
-    baseline_bootstrap,
+    attach_baseline_bootstrap,
 )
 
 REGISTRY = [{
@@ -180,8 +180,11 @@ TASKS = (
 )
 
 
-def split(items: list[Item]) -> tuple[list[Item], list[Item]]:
-    """(train pool, test pool), both in a fixed pseudo-random order by content hash."""
+def split(items: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(train pool, test pool), both in a fixed pseudo-random order by content hash.
+
+    Items need ``id`` and ``group`` (items of one group fall on the same side); the
+    ``align`` and ``specbench`` suites split their prompts with this too."""
     def h(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -315,12 +318,8 @@ class InstructSuite(Suite):
                   "samples": [{"id": it.id, "response": g.text}
                               for it, g in list(zip(items, gens, strict=True))[:3]]}
         notes = list(context.notes)
-        entry, note = baseline_bootstrap(options, self.name, task.dataset_id, "rougeL", scores,
-                                         settings["baseline"])
-        if entry:
-            config["paired_bootstrap_vs_baseline"] = entry
-        if note:
-            notes.append(note)
+        attach_baseline_bootstrap(config, notes, options, self.name, task.dataset_id, "rougeL",
+                                  scores, settings["baseline"])
         metrics = {"rougeL": sum(scores.values()) / len(scores),
                    "response_tokens": sum(lengths.values()) / len(lengths)}
         return new_record(

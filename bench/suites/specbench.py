@@ -55,13 +55,18 @@ papers' setting, so off by default.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import UsageError
-from bench.suites.base import DatasetSpec, RunOptions, Suite, apply_overrides, baseline_bootstrap
+from bench.suites.base import (
+    DatasetSpec,
+    RunOptions,
+    Suite,
+    apply_overrides,
+    attach_baseline_bootstrap,
+)
 from bench.suites.specbench_data import CATEGORIES, CATEGORY_NAMES
 
 REGISTRY = [{
@@ -304,14 +309,8 @@ class SpecBenchSuite(Suite):
             notes.append(f"sampling check rejected the target distribution "
                          f"(p = {check['p_value']:.2g})")
         per_item = ev.per_item_scores(results)
-        entry, note = baseline_bootstrap(options, self.name, dataset_id, "speedup",
-                                         per_item["speedup"], settings["baseline"])
-        if entry and not all(math.isfinite(v) for v in [entry["delta"], *entry["ci95"]]):
-            entry, note = None, "fewer than 2 items shared with the baseline: no interval"
-        if entry:
-            config["paired_bootstrap_vs_baseline"] = entry
-        if note:
-            notes.append(note)
+        attach_baseline_bootstrap(config, notes, options, self.name, dataset_id, "speedup",
+                                  per_item["speedup"], settings["baseline"])
         return new_record(
             suite=self.name, suite_version=self.version, dataset=dataset,
             method=options.method, model=model_name, seed=options.seed,

@@ -36,8 +36,6 @@ from typing import Any
 
 from bench.errors import UsageError
 
-TEST_FRACTION = 0.3
-
 
 @dataclass(frozen=True)
 class SpecItem:
@@ -154,15 +152,10 @@ def category_pools(category: Category, cut: Callable[[str], str], n_train: int |
 
 
 def split(items: list[SpecItem]) -> tuple[list[SpecItem], list[SpecItem]]:
-    """(train pool, test pool), both in a fixed pseudo-random order by content hash."""
-    def h(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()
+    """(train pool, test pool) by content hash of each item's group, as ``instruct`` splits."""
+    from bench.suites.instruct import split as hash_split
 
-    groups = sorted({it.group for it in items}, key=h)
-    test_groups = set(groups[: round(len(groups) * TEST_FRACTION)])
-    ordered = sorted(items, key=lambda it: (h(it.group), it.id))
-    return ([it for it in ordered if it.group not in test_groups],
-            [it for it in ordered if it.group in test_groups])
+    return hash_split(items)  # type: ignore[arg-type]
 
 
 def offline_pools(tokenizer: Any, max_context_tokens: int, n_train: int | None = None,
