@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--preset", choices=("smoke", "default", "full"), default="default",
                       help="preset of the runs --seeds starts, and of the results compared")
     cmp_.add_argument("--teacher", help="--teacher of the runs --seeds starts")
+    cmp_.add_argument("--student", help="--student of the runs --seeds starts")
+    cmp_.add_argument("--judge", help="--judge of the runs --seeds starts (align)")
     cmp_.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
                       metavar="KEY=VALUE", help="--set of the runs --seeds starts")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
@@ -262,8 +264,9 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
                     "--preset", args.preset, "--out", str(args.results)]
             if args.dataset:
                 argv += ["--dataset", args.dataset]
-            if args.teacher:
-                argv += ["--teacher", args.teacher]
+            for flag in ("teacher", "student", "judge"):
+                if getattr(args, flag):
+                    argv += [f"--{flag}", getattr(args, flag)]
             for key, value in args.overrides:
                 argv += ["--set", f"{key}={json.dumps(value)}"]
             cmd_run(build_parser().parse_args(argv))

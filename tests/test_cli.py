@@ -113,3 +113,16 @@ def test_scale_flags_are_shorthands_for_set_keys(capsys):
     # a suite without the setting names the flag in its one-line error
     assert main(["run", "--method", "ce", "--suite", "imagenet-lt", "--window", "4"]) == 2
     assert "--set window (--window): not a setting" in capsys.readouterr().err
+
+
+def test_compare_seeds_passes_model_flags_to_the_runs_it_starts(monkeypatch, tmp_path):
+    import bench.cli as cli
+
+    started = []
+    monkeypatch.setattr(cli, "cmd_run", lambda args: started.append(args))
+    args = build_parser().parse_args(
+        ["compare", "--suite", "align", "--methods", "aligndistil", "--seeds", "1",
+         "--teacher", "t", "--student", "s", "--judge", "j", "--results", str(tmp_path)])
+    cli._run_missing_seeds(args, ["dpo", "aligndistil"])
+    assert [(a.method, a.teacher, a.student, a.judge) for a in started] == [
+        ("dpo", "t", "s", "j"), ("aligndistil", "t", "s", "j")]
