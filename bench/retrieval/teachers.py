@@ -218,8 +218,9 @@ KIND_FILES = ("adapter_config.json", "config.json", "modules.json", "sentence_be
 
 def _model_files(name: str, local: bool, flag: str,
                  files: Sequence[str] = KIND_FILES) -> dict[str, Path | None]:
-    """Local paths of ``files`` of a model (None where absent); a hub id is looked up in
-    the HF cache when offline, downloaded when online."""
+    """Local paths of ``files`` of a model (None where absent). Packaged assets and local
+    directories never reach the hub; a hub id (real scale, opt-in) is looked up in the HF
+    cache only, unless DISTILLBENCH_ONLINE=1 allows the download."""
     if local:
         return {f: (Path(name) / f if (Path(name) / f).is_file() else None) for f in files}
     from huggingface_hub import hf_hub_download
@@ -341,10 +342,14 @@ def _adapter_identity(described: RerankerSource, weights: dict[str, Any], dtype:
                 digest.update(f.read_bytes())
             elif f.suffix in (".safetensors", ".bin"):
                 digest.update(f"{f.name}:{f.stat().st_size}".encode())
-    else:
+    else:  # a hub id (real scale, opt-in): cache only unless DISTILLBENCH_ONLINE=1
         from huggingface_hub import hf_hub_download
 
-        digest.update(Path(hf_hub_download(base.source, "config.json")).parent.name.encode())
+        from bench.assets.models import configure_offline
+
+        config = hf_hub_download(base.source, "config.json",
+                                 local_files_only=configure_offline())
+        digest.update(Path(config).parent.name.encode())
     return digest.hexdigest()
 
 
