@@ -235,8 +235,9 @@ def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike
 
     One point per (method, dataset) with both metrics (means over seeds), coloured by
     method, one marker per dataset; points of the overall dataset (id ending in ``all``)
-    are larger and labelled with their method. A dashed line marks speedup 1 (plain
-    decoding). Writes ``<suite>_speedup_vs_tau.png`` per suite into ``out_dir``.
+    are larger and labelled with their method; where the records have the sampling pass
+    (``speedup_sampling``, ``tau_sampling``), its overall point is a hollow star of the same
+    colour. A dashed line marks speedup 1 (plain decoding). Writes ``<suite>_speedup_vs_tau.png`` per suite into ``out_dir``.
     """
     paths = []
     for suite in sorted({r["suite"] for r in records}):
@@ -267,10 +268,21 @@ def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike
                 if overall:
                     ax.annotate(_plain(method), (tau, speed), textcoords="offset points",
                                 xytext=(6, 4), fontsize="small", color=color)
+                    sampled = [r for r in rs if {"speedup_sampling", "tau_sampling"}
+                               <= set(r["metrics"])]
+                    if sampled:  # the sampling pass: a hollow star, same colour
+                        tau_s = _mean_std([r["metrics"]["tau_sampling"] for r in sampled])[0]
+                        speed_s = _mean_std([r["metrics"]["speedup_sampling"]
+                                             for r in sampled])[0]
+                        ax.scatter([tau_s], [speed_s], s=90, marker="*", facecolors="none",
+                                   edgecolors=color, zorder=3)
             for i, method in enumerate(methods):
                 ax.scatter([], [], color=f"C{i % 10}", label=_plain(method))
             ax.scatter([], [], color="gray", marker="*", s=90, edgecolors="black",
                        label="all prompts")
+            if any("speedup_sampling" in r["metrics"] for rs in groups.values() for r in rs):
+                ax.scatter([], [], marker="*", s=90, facecolors="none", edgecolors="gray",
+                           label="all prompts, sampling (T>0)")
             for j, dataset in enumerate(datasets):
                 if not dataset.endswith("all"):
                     ax.scatter([], [], color="gray", marker=markers[j % len(markers)],

@@ -212,6 +212,34 @@ def test_sampling_check_accepts_a_correct_sampler():
     assert check["draft_rejection_rate"] > 0.1  # the rejection path was exercised
 
 
+def test_sampled_decode_item_is_seeded_and_samples_on_a_chain(tiny_chat_model_dir):
+    """The suite's sampling pass: same seed, same draws (so reruns agree); a tree config
+    falls back to a chain of k (trees are greedy-only); another seed draws differently."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.specdec import LMDraft
+    from bench.suites.specbench_eval import decode_item
+
+    target = AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_chat_model_dir)
+    draft = LMDraft(target)  # the target as its own draft: every draft token is accepted
+    item = SimpleNamespace(id="x", category="qa", turns=["hello there", "and then"])
+
+    def run(seed, tree=None):
+        r = decode_item(target, draft, tok, item, max_new_tokens=12, eos_ids=[], k=3,
+                        tree=tree, temperature=1.0, seed=seed)
+        return r.text, r.new_tokens, r.passes, r.accepted, r.drafted
+
+    first = run(0)
+    assert run(0) == first
+    assert run(0, tree=TreeConfig(6, 2, 2)) == first  # chain, not tree, when sampling
+    assert first[3] == first[4] > 0  # a perfect draft: all drafted tokens accepted
+    assert first[1] / first[2] > 1
+    assert {run(s)[0] for s in range(1, 6)} != {first[0]}
+
+
 # ------------------------------------------------------------- features and batches
 
 
@@ -325,8 +353,17 @@ def test_tiny_end_to_end(tiny_chat_model_dir, tmp_path, method, extra):
     assert overall["config"]["lossless"] is True and overall["metrics"]["lossless"] == 1.0
     assert len(overall["per_item"]["speedup"]) == 6
     assert overall["metrics"]["speedup"] > 0 and overall["metrics"]["tau"] >= 1
+    sampling = overall["metrics"]  # the temperature-1 timing pass, same items
+    assert sampling["speedup_sampling"] > 0 and sampling["tau_sampling"] >= 1
+    assert len(overall["per_item"]["tau_sampling"]) == 6
+    assert "lossless_sampling" not in sampling
     if method == "ar":
         assert overall["metrics"]["tau"] == 1.0 and "sampling_check" not in overall["config"]
+        assert sampling["tau_sampling"] == 1.0
+        from bench.plots import speedup_vs_tau
+
+        (png,) = speedup_vs_tau(records, tmp_path / "plots")  # greedy and sampling points
+        assert png.name == "specbench_speedup_vs_tau.png" and png.stat().st_size > 1000
     else:
         check = overall["config"]["sampling_check"]
         assert check["runs_per_prompt"] == 10  # p-value None when one cell holds all mass

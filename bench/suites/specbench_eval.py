@@ -19,6 +19,14 @@ Metrics of a group of items (a category, or all):
 
 Per item: ``speedup``, ``tau``, ``tokens_per_s``, ``new_tokens`` (for paired tests).
 
+Sampling pass (the suite's ``speed_temperature``, default 1.0; 0 switches it off): the same
+items decoded again at that temperature, plain sampling (A) against speculative sampling
+(B), interleaved the same way, each turn from seeded generators; a tree method samples on
+a chain of k (EAGLE-2 trees are greedy only here). Its figures are the metrics above with
+the suffix ``_sampling`` (``speedup_sampling``, ``tau_sampling``, ...; per item
+``speedup_sampling``, ``tau_sampling``); ``lossless`` is greedy-only, the sampling pass is
+checked by the distribution test below.
+
 Sampling check (:func:`sampling_check`): speculative sampling must leave the target's
 distribution unchanged. The first generated token of a few short prompts is drawn
 ``runs`` times with the method's draft (a chain of one draft token at temperature 1, so
@@ -56,22 +64,38 @@ class ItemResult:
 
 def decode_item(target: Any, draft: Any, tokenizer: Any, item: Any, *, max_new_tokens: int,
                 eos_ids: Sequence[int], k: int, tree: Any, max_turns: int | None = None,
-                ) -> ItemResult:
-    """Plain then speculative decoding of every turn of ``item`` (plain twice for ``ar``)."""
+                temperature: float = 0.0, seed: int = 0) -> ItemResult:
+    """Plain then speculative decoding of every turn of ``item`` (plain twice for ``ar``).
+
+    ``temperature > 0``: both modes sample (plain: ancestral; speculative: speculative
+    sampling on a chain), each turn from its own generator seeded by ``seed`` and the item,
+    so a rerun draws the same tokens; ``identical`` then stays True (sampled outputs
+    differ by design; :func:`sampling_check` tests their distribution instead)."""
+    import zlib
+
     from bench.specdec import autoregressive, speculative
     from bench.suites.specbench_data import conversation_ids
 
+    sampling = temperature > 0
     res = ItemResult(item.id, item.category)
     answers: list[str] = []
     turns = list(item.turns[:max_turns] if max_turns else item.turns)
     for j in range(len(turns)):
         prompt = conversation_ids(tokenizer, turns[: j + 1], answers)
-        plain = autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids)
+        turn_seed = seed * 1_000_003 + zlib.crc32(f"{item.id}/{j}".encode())
+
+        def gen(offset: int, turn_seed: int = turn_seed) -> torch.Generator | None:
+            return torch.Generator().manual_seed(turn_seed + offset) if sampling else None
+
+        plain = autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids,
+                               temperature=temperature, generator=gen(0))
         if draft is None:
-            spec = autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids)
+            spec = autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids,
+                                  temperature=temperature, generator=gen(1))
         else:
-            spec = speculative(target, draft, prompt, max_new_tokens, k=k, tree=tree,
-                               eos_ids=eos_ids)
+            spec = speculative(target, draft, prompt, max_new_tokens, k=k,
+                               tree=None if sampling else tree, eos_ids=eos_ids,
+                               temperature=temperature, generator=gen(1))
         st = spec.stats
         res.plain_time += plain.stats.wall_time
         res.spec_time += st.wall_time
@@ -81,7 +105,7 @@ def decode_item(target: Any, draft: Any, tokenizer: Any, item: Any, *, max_new_t
         res.passes += st.target_passes
         res.accepted += sum(st.accepted_per_pass)
         res.drafted += sum(st.drafted_per_pass)
-        res.identical = res.identical and plain.tokens == spec.tokens
+        res.identical = res.identical and (sampling or plain.tokens == spec.tokens)
         res.text = tokenizer.decode(plain.tokens, skip_special_tokens=True).strip()
         answers.append(res.text)
     return res
