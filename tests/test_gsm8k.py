@@ -169,6 +169,21 @@ def test_usage_errors(tmp_path, capsys, monkeypatch):
     assert "--set alpha" in capsys.readouterr().err
 
 
+def test_digits_dataset_id_maps_to_its_own_lm_eval_task(tmp_path):
+    from bench.reasoning.lm_eval_tasks import write_lm_eval_tasks
+    from bench.suites.gsm8k import parse_dataset
+
+    ds = parse_dataset("offline/arith-2x2-digits")
+    assert (ds.task, ds.style, ds.digits) == ("arith_2x2_digits", "digits", (2, 2))
+    assert parse_dataset("offline/arith-2x2").task == "arith_2x2"
+    tasks = write_lm_eval_tasks(tmp_path, arith_sizes=[(2, 2)], asdiv=False,
+                                arith_style="digits")
+    assert [f.name for f in tasks.iterdir()] == ["arith_2x2_digits.yaml"]
+    first = json.loads((tmp_path / "data" / "arith_2x2_digits" / "test.jsonl").open().readline())
+    steps = first["answer"].splitlines()[1]
+    assert steps.count(" = ") == 2 and " + " in steps  # terms = pairwise sum = value
+
+
 def test_accuracy_vs_latency_plot(tmp_path):
     from bench.plots import accuracy_vs_latency
 

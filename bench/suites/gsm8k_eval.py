@@ -152,7 +152,8 @@ def evaluate_model(ds: Any, settings: dict[str, Any], model: Any, tok: Any, labe
 
         sizes = [ds.digits] if ds.digits else []
         include = write_lm_eval_tasks(work_dir / "lm_eval", arith_sizes=sizes,
-                                      asdiv=ds.kind == "asdiv", max_gen_toks=max_new)
+                                      asdiv=ds.kind == "asdiv", max_gen_toks=max_new,
+                                      arith_style=ds.style)
     chat = system_instruction is not None
     bs = int(settings["eval_batch_size"])
     if hasattr(model, "answer"):  # SemCoT: generator + frozen teacher
