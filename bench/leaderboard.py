@@ -251,17 +251,21 @@ def _build(suite: str, records: Sequence[dict[str, Any]], baseline: str | None,
 
 def render_suite(suite: str, records: list[dict[str, Any]], *, baseline: str | None,
                  test: str = "ttest", alpha: float = 0.05, title: str | None = None,
-                 description: str | None = None, plots: Sequence[str] = ()) -> str:
+                 description: str | None = None, plots: Sequence[str] = (),
+                 sections: Sequence[str] = ()) -> str:
     """Markdown leaderboard for one suite (records of other suites are ignored).
 
-    ``plots`` are PNG file names relative to the markdown file, linked under "Plots".
+    ``plots`` are PNG file names relative to the markdown file, linked under "Plots";
+    ``sections`` are markdown lines of suite-specific tables, placed after the main table.
     """
     return _render(suite, _build(suite, records, baseline, test), baseline=baseline, test=test,
-                   alpha=alpha, title=title, description=description, plots=plots)
+                   alpha=alpha, title=title, description=description, plots=plots,
+                   sections=sections)
 
 
 def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: float,
-            title: str | None, description: str | None, plots: Sequence[str]) -> str:
+            title: str | None, description: str | None, plots: Sequence[str],
+            sections: Sequence[str] = ()) -> str:
     mains, datasets = b.mains, list(b.mains)
     metric_names = sorted(set(mains.values()))
     out = [HEADER, "", f"# {escape_md(title or suite)}", ""]
@@ -303,6 +307,8 @@ def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: fl
                          + (f" {MARK}" if s.significant(alpha) else ""))
         body.append([labels[row], escape_md(row[1]), *cells, fmt(b.row_mean[row])])
     out += ["", "## Main score", "", *_table(header, body, 2)]
+    if sections:
+        out += ["", *sections]
     out += ["", "## Datasets", ""]
     drows = []
     for ds in datasets:
@@ -362,15 +368,17 @@ def _index_line(suite: str, meta: dict[str, Any], b: _Board, file: str) -> str:
     return line
 
 
-def _resolve_plot(suite: str, spec: str) -> Callable[..., list[Path]]:
+def _resolve_plot(suite: str, spec: str) -> Callable[..., Any]:
+    """The ``module:function`` named by a suite's ``plot`` or ``sections`` metadata."""
     module, _, attr = spec.partition(":")
     try:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise UsageError(f"suite {suite!r}: plot {spec!r} cannot be loaded ({exc}); give a "
-                         "'module:function' taking (records, out_dir)") from None
+        raise UsageError(f"suite {suite!r}: {spec!r} cannot be loaded ({exc}); give a "
+                         "'module:function' (plot: (records, out_dir) -> paths; sections: "
+                         "(records) -> markdown lines)") from None
     return obj
 
 
@@ -393,7 +401,8 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
     """Write ``out_dir/<suite>.md`` per suite, its plots, and the ``README.md`` index.
 
     ``suites`` maps a suite name to metadata (``baseline``, ``title``, ``description``,
-    ``plot`` as ``"module:attr"``, optionally ``test`` and ``alpha``), overlaid on the suite
+    ``plot`` as ``"module:attr"``, optionally ``sections`` (``"module:attr"`` returning
+    markdown lines for suite-specific tables), ``test`` and ``alpha``), overlaid on the suite
     registry's metadata. Returns every generated path (markdown and plots), changed or not;
     unchanged files are left untouched so their mtimes and git status stay quiet.
     """
@@ -410,10 +419,13 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
             plots = [Path(p) for p in _resolve_plot(suite, meta["plot"])(srecs, out_dir)]
         test = meta.get("test", "ttest")
         board = _build(suite, srecs, meta.get("baseline"), test)
+        sections = (list(_resolve_plot(suite, meta["sections"])(srecs))
+                    if meta.get("sections") else [])
         text = _render(suite, board, baseline=meta.get("baseline"), test=test,
                        alpha=float(meta.get("alpha", 0.05)), title=meta.get("title"),
                        description=meta.get("description"),
-                       plots=[Path(os.path.relpath(p, out_dir)).as_posix() for p in plots])
+                       plots=[Path(os.path.relpath(p, out_dir)).as_posix() for p in plots],
+                       sections=sections)
         path = out_dir / f"{_slug(suite)}.md"
         _write_if_changed(path, text)
         written += [path, *plots]

@@ -364,6 +364,12 @@ def test_tiny_end_to_end(tiny_chat_model_dir, tmp_path, method, extra):
 
         (png,) = speedup_vs_tau(records, tmp_path / "plots")  # greedy and sampling points
         assert png.name == "specbench_speedup_vs_tau.png" and png.stat().st_size > 1000
+        assert main(["leaderboard", "--results", str(out), "--out", str(tmp_path / "lb")]) == 0
+        board = (tmp_path / "lb" / "specbench.md").read_text()
+        greedy, sampled = board.split("### Greedy")[1].split("### Sampling")
+        assert "| ar | tiny" in greedy and "| 1.00 |" in greedy  # tau (all) of plain decoding
+        assert "| ar | tiny" in sampled and board.index("## Spec-Bench table") < \
+            board.index("## Datasets")
     else:
         check = overall["config"]["sampling_check"]
         assert check["runs_per_prompt"] == 10  # p-value None when one cell holds all mass

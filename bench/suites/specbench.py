@@ -79,6 +79,7 @@ REGISTRY = [{
     "baseline": "ar", "main_score": "speedup", "test": "bootstrap",
     "methods": ["ar", "draft-lm", "eagle", "fspad"],
     "plot": "bench.plots:speedup_vs_tau",
+    "sections": "bench.suites.specbench_eval:spec_bench_tables",
     "description": "Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
                    "batch size 1; every test prompt is decoded plainly and with the method "
                    "back to back (A B A B) on a shared 2-core CPU, so speedups carry timing "

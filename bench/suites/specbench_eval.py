@@ -200,3 +200,61 @@ def sampling_check(target: Any, draft: Any, prompts: Sequence[Sequence[int]], *,
             "passed": None if p_value is None else p_value > alpha,
             "draft_rejection_rate": rejected / max(1, runs * len(prompts)),
             "per_prompt": per_prompt}
+
+
+def spec_bench_tables(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The leaderboard's Spec-Bench-shaped tables (``sections`` hook of the suite).
+
+    Per method: speedup (and tau) per category, then tau and speedup over all prompts, as in
+    Spec-Bench's table (Xia et al. 2024, Table 2: categories, "#Mean Accepted Tokens",
+    "Overall"); one table for greedy decoding and one for the sampling pass. Means over
+    seeds. A header line states hardware, torch version, target dtype, batch size 1 and
+    torch threads, from the records.
+    """
+    from bench.leaderboard import escape_md
+    from bench.suites.specbench_data import CATEGORY_NAMES
+
+    cells: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
+    setups = set()
+    for r in records:
+        category = r["dataset"]["id"].rsplit("/", 1)[-1].removeprefix("specbench-")
+        row = cells.setdefault((r["method"], r["model"]), {})
+        for name, value in r["metrics"].items():
+            row.setdefault(category, {}).setdefault(name, []).append(value)
+        prov = r["provenance"]
+        setups.add((prov["hardware"]["cpu"], prov["hardware"]["accelerator"],
+                    prov["package_versions"].get("torch", "?"),
+                    r["config"].get("torch_threads", "?")))
+    categories = [c for c in CATEGORY_NAMES if any(c in v for v in cells.values())]
+    out = ["## Spec-Bench table", "",
+           "Hardware and setup: " + "; ".join(
+               f"{escape_md(cpu)} / accelerator {escape_md(acc)}, torch {escape_md(torch_v)}, "
+               f"{threads} torch thread(s)" for cpu, acc, torch_v, threads in sorted(setups, key=str))
+           + ". Target float32, batch size 1; speedup = plain / speculative wall time on the "
+             "same prompts in the same run; tau = tokens per target forward pass, bonus "
+             "token included (plain decoding: 1). Category cells: speedup (tau)."]
+
+    def mean(row: dict[str, dict[str, list[float]]], cat: str, name: str) -> str:
+        values = row.get(cat, {}).get(name)
+        return "—" if not values else f"{sum(values) / len(values):.2f}"
+
+    for title, suffix in (("Greedy (temperature 0)", ""),
+                          ("Sampling (temperature 1, speculative sampling on a chain)",
+                           "_sampling")):
+        rows = []
+        for (method, model), row in sorted(cells.items()):
+            if f"speedup{suffix}" not in row.get("all", {}):
+                continue
+            rows.append(f"| {escape_md(method)} | {escape_md(model)} | "
+                        + " | ".join(f"{mean(row, c, 'speedup' + suffix)}x "
+                                     f"({mean(row, c, 'tau' + suffix)})" for c in categories)
+                        + f" | {mean(row, 'all', 'tau' + suffix)} | "
+                          f"{mean(row, 'all', 'speedup' + suffix)}x |")
+        if not rows:
+            continue
+        out += ["", f"### {title}", "",
+                "| Method | Model | " + " | ".join(map(escape_md, categories))
+                + " | tau (all) | Overall speedup |",
+                "| --- | --- | " + " | ".join("---:" for _ in categories) + " | ---: | ---: |",
+                *rows]
+    return out
