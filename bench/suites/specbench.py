@@ -48,6 +48,13 @@ per-token acceptance 0.6-0.8 a chain of 2-3 beats 4 (k = 3 chosen). Head trainin
 (EAGLE) / 3.0 s (FSPAD) per step of 8 sequences; a speculative-sampling draw 0.5-1.3 s
 (a prefill each). Extrapolated per method (responses and features cached): ar ~13 min,
 eagle ~17, fspad ~20, draft-lm ~19 at that speed; less on 2 idle cores.
+Measured with the default (2026-11-29, 1 torch thread while another 1-thread job ran on
+the second core): target responses + features 3.8 min once; ``fspad`` 23.2 min with them
+cached (training 3.2, greedy pass 10.0, sampling pass 9.3, sampling check 0.6), i.e.
+~27 min from an empty cache; ``draft-lm`` 38.7 min (its 4-layer draft with a full LM head
+spends 66% of the speculative time drafting); ``ar`` 6.5 min without the sampling pass.
+Every draft reached tau 1.3-1.4 only (3 minutes of head training), so no speedup
+exceeds 1 on this CPU.
 ``--set draft_vocab=8192`` restricts the heads' draft logits to the most frequent
 training tokens (FR-Spec): draft steps ~3x cheaper in the probe, lossless, not the
 papers' setting, so off by default.
