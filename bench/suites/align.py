@@ -32,6 +32,11 @@ reference log-probs (~1.5 min, once) and evaluation (~5 min: greedy responses, t
 reference's cached after the first run, and the fp32 KL); ``aligndistil*`` 38 steps of 8
 rows (~10 min; on-policy adds a rollout per step, ~10 min more) plus evaluation, *when the
 dpo and dpo-reverse runs came first* (their models are reused; otherwise add ~25 min).
+Measured with the default (2026-11-29, 1 torch thread while another 1-thread job ran on
+the second core): ``dpo`` 15.4 min including the preference data (2.9 min, once);
+``dpo-reverse`` 11.9; ``aligndistil`` 10.0, ``-constant`` 11.9, ``-contrastive`` 10.9,
+``-on`` 18.7 (rollouts); ``sft`` 11 s with the reference responses cached. Training is
+most of each (7-16 min), evaluation ~3 min.
 
 Presets (recorded in every result; sizes per QA set):
 
