@@ -62,6 +62,15 @@ ASDiv; ``skip-thinking`` ~10 min CWT + STT + ~1 min checks + ~10 min eval; ``sem
 ~12 min + ~2 min eval; ``teacher`` row ~11 min (arith) + <= 12 min (ASDiv, 128-token
 budget). Under the probe's contention every figure roughly doubles.
 
+Measured 2026-11-29 (1 torch thread, another job on the second core): the default
+``teacher`` row took 42 min (fine-tune 14.9, arith eval 18.8, ASDiv 8.5) and the
+fine-tuned teacher scored **0.05** on ``offline/arith-3x3`` (format and running sums
+right, partial products such as ``147 * 8`` wrong) and 0.04 on ASDiv, too weak to teach.
+The same fine-tune on one-digit-step rationales scored **0.77** on
+``offline/arith-2x2-digits`` (100 test items, 93 tokens and 13 s per answer under
+contention; loss 0.003 vs 0.07). The default datasets are unchanged until a student
+lane has been run on the digits style; ``--set arith=2x2-digits`` selects it.
+
 Real scale (GPU, online; Llama-2 is gated: log in to the hub first)::
 
     export DISTILLBENCH_ONLINE=1
