@@ -11,10 +11,12 @@ also records a paired bootstrap of ``exact_match`` against ``cot-sft``.
 
 Datasets (each method trains and is judged per dataset; one record per dataset):
 
-- ``offline/arith-3x3`` (default), ``offline/arith-4x4``, any ``offline/arith-AxB``:
-  multiplication with worked long-multiplication rationales
-  (:mod:`bench.reasoning.arith`, fixed splits). ``--set arith=3x3,4x4`` picks the sizes a
-  default run covers. The packaged SmolLM2-135M-Instruct scores ~0 here, so the teacher is
+- ``offline/arith-2x2-digits`` (default), ``offline/arith-3x3``, ``offline/arith-4x4``,
+  any ``offline/arith-AxB[-digits]``: multiplication with worked long-multiplication
+  rationales (:mod:`bench.reasoning.arith`, fixed splits). ``-digits`` writes every
+  partial product as one-digit times-table facts summed pairwise (``72 * 8 = 560 + 16 =
+  576``); without it a partial product is one step (``72 * 8 = 576``). ``--set
+  arith=3x3,4x4`` picks the sizes a default run covers. The packaged SmolLM2-135M-Instruct scores ~0 here, so the teacher is
   SmolLM2-135M-Instruct **fine-tuned on the gold rationales** of ``teacher_train`` training
   problems (all layers but the tied embeddings, 1 epoch, lr 2e-4), trained once and cached
   by a key of everything that shapes it (``<work_dir>/gsm8k/teacher/<key>/model``); the
@@ -42,8 +44,8 @@ Presets (recorded in every result):
 smoke    24 training / 12 test questions, a teacher fine-tuned on 48 rationales: minutes
 default  300 training / 100 test questions per dataset, teacher fine-tuned on 1,200 gold
          rationales (150 steps), students 2 epochs (``skip-thinking``: 1 CWT + 1 STT
-         epoch), SemCoT 3 + 2 generator epochs; datasets ``offline/arith-3x3`` and
-         ``offline/asdiv``
+         epoch), SemCoT 3 + 2 generator epochs; datasets ``offline/arith-2x2-digits``
+         and ``offline/asdiv``
 full     paper scale on GPUs: lm-eval ``gsm8k``, all 7,473 training questions, teacher
          ``meta-llama/Llama-2-7b-chat-hf`` (SemCoT's "small" configuration), bf16,
          the official SemCoT GSM8K hyperparameters (7 + 2 generator epochs)
@@ -68,8 +70,10 @@ fine-tuned teacher scored **0.05** on ``offline/arith-3x3`` (format and running 
 right, partial products such as ``147 * 8`` wrong) and 0.04 on ASDiv, too weak to teach.
 The same fine-tune on one-digit-step rationales scored **0.77** on
 ``offline/arith-2x2-digits`` (100 test items, 93 tokens and 13 s per answer under
-contention; loss 0.003 vs 0.07). The default datasets are unchanged until a student
-lane has been run on the digits style; ``--set arith=2x2-digits`` selects it.
+contention; loss 0.003 vs 0.07), so ``offline/arith-2x2-digits`` became the default:
+the smallest size on which the 135M teacher is right often enough to teach (its
+rationales are kept only where its answer is right). ``--set arith=3x3`` reproduces the
+first measurement.
 
 Real scale (GPU, online; Llama-2 is gated: log in to the hub first)::
 
@@ -115,9 +119,11 @@ REGISTRY = [{
     "plot": "bench.plots:accuracy_vs_latency",
     "description": "Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
                    "filter), generated tokens and wall latency per answer (batch 1, fp32, "
-                   "same machine and run). On `offline/arith-3x3` the teacher is "
-                   "SmolLM2-135M-Instruct fine-tuned once on 1,200 gold long-multiplication "
-                   "rationales; students are its first 8 of 30 layers trained on its correct "
+                   "same machine and run). On `offline/arith-2x2-digits` (2-digit x 2-digit "
+                   "multiplication, every partial product written as one-digit "
+                   "times-table steps) the teacher is SmolLM2-135M-Instruct fine-tuned "
+                   "once on 1,200 gold long-multiplication rationales (on 3x3 with "
+                   "one-step partial products it scored only 5%, too weak to teach); students are its first 8 of 30 layers trained on its correct "
                    "rationales for 300 training problems and tested on 100. On "
                    "`offline/asdiv` the teacher is the packaged 135M model, which is weak at "
                    "word problems (it answers only a few % of them), so its rationales are "
@@ -199,8 +205,10 @@ class GSM8KSuite(Suite):
     main_score = "exact_match"
     baseline = "cot-sft"
     datasets = (
-        DatasetSpec("offline/arith-3x3", "3-digit x 3-digit multiplication, worked "
-                    "rationales, fixed splits", stands_in_for="GSM8K"),
+        DatasetSpec("offline/arith-2x2-digits", "2-digit x 2-digit multiplication, worked "
+                    "rationales in one-digit steps, fixed splits", stands_in_for="GSM8K"),
+        DatasetSpec("offline/arith-3x3", "3-digit x 3-digit multiplication, one step per "
+                    "partial product (--set arith=3x3)", stands_in_for="GSM8K"),
         DatasetSpec("offline/arith-4x4", "4-digit x 4-digit multiplication (--dataset or "
                     "--set arith=3x3,4x4)", stands_in_for="GSM8K"),
         DatasetSpec("offline/arith-3x3-digits", "3x3 multiplication, every partial product "
@@ -212,7 +220,7 @@ class GSM8KSuite(Suite):
         DatasetSpec("gsm8k_cot", "GSM8K test (lm-eval gsm8k_cot task; online)"),
     )
     citation = "Cobbe et al. 2021 (GSM8K), arXiv:2110.14168"
-    main_datasets: ClassVar[tuple[str, ...]] = ("offline/arith-3x3", "offline/asdiv")
+    main_datasets: ClassVar[tuple[str, ...]] = ("offline/arith-2x2-digits", "offline/asdiv")
 
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -220,7 +228,7 @@ class GSM8KSuite(Suite):
             "teacher_batch_size": 8, "teacher_finetune": None, "teacher_prompt": "auto",
             "max_gen_toks": None, "teacher_gen_tokens": None, "eval_batch_size": 1,
             "gen_batch_size": 32, "baseline": self.baseline, "num_fewshot": None,
-            "arith": "3x3", "asdiv": True, "rationales": "teacher", **PRESETS[options.preset]}
+            "arith": "2x2-digits", "asdiv": True, "rationales": "teacher", **PRESETS[options.preset]}
         apply_overrides(settings, options,
                         SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ())), self.name)
         if options.limit is not None:
