@@ -22,6 +22,7 @@ from bench.leaderboard import (
     escape_md,
     fmt,
     fmt_p,
+    row_method,
 )
 
 
@@ -41,7 +42,7 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
         if dataset not in known:
             raise UsageError(f"no results on dataset {dataset!r}; available: {', '.join(known)}")
         records = [r for r in records if r["dataset"]["id"] == dataset]
-    available = sorted({r["method"] for r in records})
+    available = sorted({row_method(r) for r in records})
     wanted = [baseline] + [m for m in dict.fromkeys(methods) if m != baseline]
     for m in wanted:
         if m not in available:
@@ -50,7 +51,7 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
             raise UsageError(f"no results for method {m!r}; {hint}run `bench run --method {m} "
                              f"--suite {suites[0]}` first (methods with results: "
                              f"{', '.join(available)})")
-    records = [r for r in records if r["method"] in wanted]
+    records = [r for r in records if row_method(r) in wanted]
     if metric is not None:
         for r in records:
             if metric not in r["metrics"]:

@@ -82,10 +82,17 @@ def _cell_text(mean: float, std: float | None) -> str:
     return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
 
 
+def row_method(record: dict[str, Any]) -> str:
+    """The method as a leaderboard row names it: a non-default preset is part of the name, so
+    a ``cpu-long`` run sits beside the default one instead of colliding with it."""
+    preset = record.get("preset", "default")
+    return record["method"] if preset == "default" else f"{record['method']} [{preset}]"
+
+
 def _group(records: Iterable[dict[str, Any]]) -> dict[Key, list[dict[str, Any]]]:
     groups: dict[Key, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["method"], r["model"], r["dataset"]["id"]), []).append(r)
+        groups.setdefault((row_method(r), r["model"], r["dataset"]["id"]), []).append(r)
     for key, recs in groups.items():
         recs.sort(key=lambda r: r["seed"])
         seeds = [r["seed"] for r in recs]

@@ -249,3 +249,16 @@ def test_compare_usage_errors(records: list[dict], kwargs: dict, needle: str) ->
     with pytest.raises(UsageError, match=re.escape(needle)) as info:
         compare(records, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_non_default_preset_is_its_own_row(records: list[dict]) -> None:
+    """A ``cpu-long`` run of the same method and model sits beside the default row, labelled
+    with its preset, and is tested against the (default) baseline like any row."""
+    long_runs = [{**r, "preset": "cpu-long"} for r in records if r["method"] == "dear"]
+    md = render_suite("toy", records + long_runs, baseline="bm25")
+    table = _table(md, "## Main score")
+    assert _row(table, "dear")["nfcorpus"] == _row(table, "dear [cpu-long]")["nfcorpus"]
+    rows = compare_data(records + long_runs, methods=["dear [cpu-long]"], baseline="bm25",
+                        dataset="nfcorpus")
+    assert [d["method"] for d in rows] == ["bm25", "dear [cpu-long]"]
+    assert rows[1]["n_seeds"] == 2 and rows[1]["p_value"] is not None

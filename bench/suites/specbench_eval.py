@@ -211,14 +211,14 @@ def spec_bench_tables(records: Sequence[dict[str, Any]]) -> list[str]:
     seeds. A header line states hardware, torch version, target dtype, batch size 1 and
     torch threads, from the records.
     """
-    from bench.leaderboard import escape_md
+    from bench.leaderboard import escape_md, row_method
     from bench.suites.specbench_data import CATEGORY_NAMES
 
     cells: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     setups = set()
     for r in records:
         category = r["dataset"]["id"].rsplit("/", 1)[-1].removeprefix("specbench-")
-        row = cells.setdefault((r["method"], r["model"]), {})
+        row = cells.setdefault((row_method(r), r["model"]), {})
         for name, value in r["metrics"].items():
             row.setdefault(category, {}).setdefault(name, []).append(value)
         prov = r["provenance"]
