@@ -22,6 +22,7 @@ from bench.suites.base import SCALE_FLAGS
 
 DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/results"))
 DEFAULT_LEADERBOARDS = Path(os.environ.get("DISTILLBENCH_LEADERBOARDS", "leaderboards"))
+PRESET_CHOICES = ("smoke", "default", "full", "cpu-long")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "generators (instruct); the result's method is custom-<FN>")
     run.add_argument("--suite", required=True, help="suite name (see `bench ls`)")
     run.add_argument("--dataset", help="dataset id within the suite (default: the suite's)")
-    run.add_argument("--preset", choices=("smoke", "default", "full"), default="default",
-                     help="scale: smoke (minutes), default (CPU budget), full (paper scale, GPUs)")
+    run.add_argument("--preset", choices=PRESET_CHOICES, default="default",
+                     help="scale: smoke (minutes), default (CPU budget), full (paper scale, "
+                     "GPUs); cpu-long: a resumable CPU run past the default budget (methods "
+                     "that define it: dear)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--limit", type=int, help="evaluate on at most N items (quick checks)")
     run.add_argument("--teacher", help="teacher model: asset name, HF id or local path")
@@ -120,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--seeds", type=int,
                       help="use seeds 0..N-1 and run the missing ones first (`bench run` "
                       "with --preset; results go to --results)")
-    cmp_.add_argument("--preset", choices=("smoke", "default", "full"), default="default",
+    cmp_.add_argument("--preset", choices=PRESET_CHOICES, default="default",
                       help="preset of the runs --seeds starts, and of the results compared")
     cmp_.add_argument("--teacher", help="--teacher of the runs --seeds starts")
     cmp_.add_argument("--student", help="--student of the runs --seeds starts")
@@ -187,6 +190,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.suites.base import RunOptions
 
     suite_cls = SUITES.get(args.suite)
+    if args.preset not in suite_cls.presets:
+        raise UsageError(f"--preset {args.preset}: suite {args.suite!r} has presets "
+                         f"{', '.join(suite_cls.presets)}")
     entry = SUITES.entry(args.suite)
     allowed = entry.meta.get("methods")
     loss_fn = loss_name = loss_sha = None

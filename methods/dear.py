@@ -56,6 +56,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+# ``--preset cpu-long``: the recipe past the 30-minute default budget (resumable: rerun
+# the same command after an interruption, in this session or a later one).
+CPU_LONG: dict[str, Any] = {"student_layers": 16}
 ECHO_PROMPT = "Query: {query}\nPassage: {doc}\nQuery: {query}"
 PARTIAL_NOTE = ("DeAR is partial: the offline default does not yet beat BM25 on BoolQ, and "
                 "the real-scale recipe (RankLLaMA or cross-encoder teacher, GPU) has been run "
@@ -284,7 +287,15 @@ class DeAR:
                      "student_layers", "lr", "head_lr", "alpha", "temperature", "main",
                      "batch_size", "max_doc_tokens", "stage2", "teacher_scale",
                      "teacher_dtype", *STAGE2_KEYS)
-    smoke = {"train_queries": 64, "epochs": 1, "stage2_windows": 48}
+    # Preset recipes on top of DeARConfig / ListwiseConfig defaults; ``--set`` wins over them.
+    presets: dict[str, dict[str, Any]] = {
+        "smoke": {"train_queries": 64, "epochs": 1, "stage2_windows": 48},
+        "cpu-long": CPU_LONG,
+    }
+
+    def recipe_settings(self, preset: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """The preset's recipe overlaid by the run's settings (suite preset + ``--set``)."""
+        return {**self.presets.get(preset, {}), **settings}
 
     def build_rerankers(self, context: Any) -> list[tuple[str, Any, str]]:
         import hashlib
@@ -293,8 +304,7 @@ class DeAR:
         from bench.retrieval.collections import load_collection
         from bench.retrieval.teachers import TEACHER_DEFAULT, load_teacher_reranker
 
-        settings = dict(self.smoke if context.options.preset == "smoke" else {})
-        settings.update(context.settings)
+        settings = self.recipe_settings(context.options.preset, context.settings)
         names = {f.name for f in fields(DeARConfig)}
         cfg = DeARConfig(**{k: v for k, v in settings.items() if k in names},
                          seed=context.options.seed)

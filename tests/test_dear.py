@@ -113,3 +113,21 @@ def test_bench_run_dear_yields_three_rows_through_both_stages(tiny_model_dir, tm
     again = {r["method"]: r for r in ResultStore(out).load("beir")}
     assert again["dear-l"]["metrics"] == records["dear-l"]["metrics"]
     assert again["dear-l"]["config"]["dear_l"] == listwise["dear_l"]
+
+
+def test_cpu_long_preset_is_dear_only_and_set_overrides_it(tmp_path, capsys):
+    from bench.cli import main
+    from methods.dear import CPU_LONG, DeAR
+
+    settings = DeAR().recipe_settings("cpu-long", {"n_queries": 200, "epochs": 3})
+    assert settings == {**CPU_LONG, "n_queries": 200, "epochs": 3}
+    assert DeAR().recipe_settings("default", {"depth": 20}) == {"depth": 20}
+    assert DeAR().recipe_settings("smoke", {})["train_queries"] == 64
+    out = ["--out", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work")]
+    assert main(["run", "--method", "bm25", "--suite", "beir", "--preset", "cpu-long",
+                 *out]) == 2
+    assert "method 'bm25' has no longer CPU recipe" in capsys.readouterr().err
+    assert main(["run", "--method", "kd", "--suite", "instruct", "--preset", "cpu-long",
+                 *out]) == 2
+    assert "suite 'instruct' has presets smoke, default, full" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

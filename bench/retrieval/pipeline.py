@@ -10,13 +10,14 @@ reranker and the comparison isolates the reranker.
 
 Presets (recorded in every result):
 
-=========  ============  =====  ==========================================
+=========  ============  =====  ====================================================
 preset     test queries  depth  datasets
-=========  ============  =====  ==========================================
+=========  ============  =====  ====================================================
 smoke      25            10     the offline stand-ins
 default    200           20     the offline stand-ins
+cpu-long   200           20     the offline stand-ins; the method's longer CPU recipe
 full       all           100    the real benchmarks (needs DISTILLBENCH_ONLINE=1)
-=========  ============  =====  ==========================================
+=========  ============  =====  ====================================================
 
 Method hook: a method registered in ``methods`` provides ``build_reranker(context:
 RetrievalContext) -> (reranker | None, model name)``, a pointwise or listwise reranker
@@ -45,6 +46,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"n_queries": 25, "depth": 10},
     "default": {"n_queries": 200, "depth": 20},
     "full": {"n_queries": None, "depth": 100},
+    # The default's protocol for a method's longer training recipe (the method's own
+    # ``presets["cpu-long"]``), so its rows compare with the default rows item by item.
+    "cpu-long": {"n_queries": 200, "depth": 20},
 }
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 K1, B, CANDIDATES = 0.9, 0.4, 100
@@ -74,6 +78,7 @@ class RetrievalSuite(Suite):
     main_score: ClassVar[str] = "ndcg@10"
     baseline: ClassVar[str] = "bm25"
     offline_datasets: ClassVar[tuple[str, ...]] = ()
+    presets: ClassVar[tuple[str, ...]] = (*Suite.presets, "cpu-long")
     real_datasets: ClassVar[tuple[str, ...]] = ()
 
     def dataset_ids(self, options: RunOptions) -> list[str]:
@@ -93,8 +98,12 @@ class RetrievalSuite(Suite):
 
     def settings(self, options: RunOptions) -> dict[str, Any]:
         settings = dict(PRESETS[options.preset])
+        recipe = self._recipe(options.method)
+        if options.preset == "cpu-long" and "cpu-long" not in getattr(recipe, "presets", {}):
+            raise UsageError(f"--preset cpu-long: method {options.method!r} has no longer CPU "
+                             "recipe; use --preset default (cpu-long exists for: dear)")
         known = {"n_queries", "depth", "window", "stride",
-                 *getattr(self._recipe(options.method), "settings_keys", ())}
+                 *getattr(recipe, "settings_keys", ())}
         apply_overrides(settings, options, known, self.name)
         if options.limit is not None:
             settings["n_queries"] = options.limit

@@ -71,6 +71,9 @@ class Suite(ABC):
     baseline: ClassVar[str]
     datasets: ClassVar[tuple[DatasetSpec, ...]]
     citation: ClassVar[str] = ""
+    # Scales ``bench run --preset`` accepts here; a suite may add its own (retrieval:
+    # ``cpu-long``, for methods that define it).
+    presets: ClassVar[tuple[str, ...]] = ("smoke", "default", "full")
 
     @abstractmethod
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
