@@ -158,3 +158,17 @@ def test_vocabulary_mismatch_names_both_models():
     with pytest.raises(UsageError) as info:
         check_same_vocabulary("SmolLM2", FakeTok({"a": 0, "b": 1}), "gemma", FakeTok({"a": 0}))
     assert "'SmolLM2'" in str(info.value) and "'gemma'" in str(info.value)
+
+
+def test_trained_model_evaluates_in_float32_after_bf16_training(tmp_path):
+    """The model train() returns must not keep accelerate's bf16 autocast forward: results
+    record fp32 evaluation, and autocast re-casts every weight on every call."""
+    model, _ = train(tmp_path, steps=3, mixed_precision="bf16")
+    model.eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        h = torch.relu(x @ model[0].weight.T + model[0].bias)
+        expected = h @ model[3].weight.T + model[3].bias
+        got = model(x)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
