@@ -82,9 +82,11 @@ each, two jobs on the two cores; wall time of the whole command, teacher fine-tu
 by an earlier probe; ASDiv rationales 3.9 min, eval 11.5 min), 0.00 / 0.00;
 ``answer-only`` 4.5 min, 0.00 / 0.02; ``skip-thinking`` 30.5 min (train 9.3, eval 9.6 +
 10.8), 0.00 / 0.02 with 69 tokens per arith answer vs cot-sft's 91; ``semcot`` 22.1 min
-(train 6.9, eval 10.9), 0.74 / 0.00. Batch-1 evaluation (~7 s per 90-token answer at
-~13 tokens/s, the same for the 8- and 30-layer models, so per-token overhead dominates)
-is most of every budget. The 8-layer students write the format with wrong numbers
+(train 6.9, eval 10.9), 0.74 / 0.00. Batch-1 evaluation is most of every budget: the
+teacher decodes ~13 tokens/s; the students decoded at ~12 instead of ~27 because the
+trainer then returned them inside accelerate's bf16 autocast wrapper (fixed in c8902fe;
+the same student checkpoint re-evaluated in fp32 ran at 27-29 tokens/s), so their
+latencies above are ~2x too high and their accuracies are bf16-autocast ones. The 8-layer students write the format with wrong numbers
 (``17 * 5 = 120 + 18 = 128``); SemCoT's frozen teacher writes its full rationale after
 the implicit state (same tokens as the teacher). Next: a student recipe that learns the
 arithmetic (more rationales, more layers; a probe with ``--set n_train=1200 --set
