@@ -185,7 +185,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.results import ResultStore
+    from bench.results import ResultStore, git_state_at_start
     from bench.suites import SUITES
     from bench.suites.base import RunOptions
 
@@ -218,6 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loss_source={"spec": args.loss, "sha256": loss_sha} if args.loss else None,
     )
     store = ResultStore(args.out)
+    git_state_at_start()
     start = time.perf_counter()
     records = suite_cls().run(options)
     for record in records:

@@ -13,6 +13,7 @@ replaced unless the caller asks for it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -145,7 +146,10 @@ def collect_provenance(wall_time_s: float, command: str | None = None) -> dict[s
     }
 
 
+@functools.cache
 def _git_state() -> tuple[str, bool]:
+    """(HEAD, dirty) of the checkout, read once per process: ``bench run`` reads it when it
+    starts, so a record names the code the run imported, not edits made while it ran."""
     repo = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -158,6 +162,11 @@ def _git_state() -> tuple[str, bool]:
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
     return commit or "unknown", bool(status.strip())
+
+
+def git_state_at_start() -> None:
+    """Pin the git state a run's records will carry to the moment the run starts."""
+    _git_state()
 
 
 def hardware_info() -> dict[str, Any]:

@@ -135,3 +135,28 @@ def test_file_checksum(tmp_path):
     assert results.file_checksum([f]) == (
         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def test_git_state_is_read_once_per_process(monkeypatch):
+    """Records name the code a run started with: edits made while it runs do not flip
+    ``git_dirty`` in its results."""
+    import subprocess
+
+    from bench import results
+
+    results._git_state.cache_clear()
+    calls = []
+    real_run = subprocess.run
+
+    def counting_run(*args, **kwargs):
+        calls.append(args[0])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(results.subprocess, "run", counting_run)
+    results.git_state_at_start()
+    first = results.collect_provenance(1.0)
+    second = results.collect_provenance(2.0)
+    assert len(calls) == 2  # rev-parse and status, once
+    assert (first["git_commit"], first["git_dirty"]) == (second["git_commit"],
+                                                          second["git_dirty"])
+    results._git_state.cache_clear()
