@@ -290,8 +290,7 @@ class Trainer:
                 self.latest_checkpoint().name != f"step-{state['step']:08d}":
             self.save_checkpoint()
         # keep_fp32_wrapper=False: without it the returned model keeps accelerate's autocast
-        # forward, so evaluation would silently run in bf16 (and, re-casting every weight on
-        # every call, decode ~2x slower at batch 1) while results record fp32.
+        # forward, so evaluation would silently run in bf16 while results record fp32.
         return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
 
     def _step(self, micro: list[Any], advance: Callable[..., None]) -> None:

@@ -83,10 +83,12 @@ by an earlier probe; ASDiv rationales 3.9 min, eval 11.5 min), 0.00 / 0.00;
 ``answer-only`` 4.5 min, 0.00 / 0.02; ``skip-thinking`` 30.5 min (train 9.3, eval 9.6 +
 10.8), 0.00 / 0.02 with 69 tokens per arith answer vs cot-sft's 91; ``semcot`` 22.1 min
 (train 6.9, eval 10.9), 0.74 / 0.00. Batch-1 evaluation is most of every budget: the
-teacher decodes ~13 tokens/s; the students decoded at ~12 instead of ~27 because the
-trainer then returned them inside accelerate's bf16 autocast wrapper (fixed in c8902fe;
-the same student checkpoint re-evaluated in fp32 ran at 27-29 tokens/s), so their
-latencies above are ~2x too high and their accuracies are bf16-autocast ones. The 8-layer students write the format with wrong numbers
+teacher decoded ~13 tokens/s, the 8-layer students only ~12 in these runs, although the
+same cot-sft checkpoint re-evaluated on 4 items in a fresh process (two other jobs
+running) decoded 27-36 tokens/s, with or without accelerate's bf16 autocast wrapper (which
+the trainer returned models in until c8902fe; the students' records therefore hold
+bf16-autocast evaluations). The cause of the slow in-run student decoding is not found;
+a 16-layer probe student decoded 24 tokens/s in its own run. The 8-layer students write the format with wrong numbers
 (``17 * 5 = 120 + 18 = 128``); SemCoT's frozen teacher writes its full rationale after
 the implicit state (same tokens as the teacher). Next: a student recipe that learns the
 arithmetic (more rationales, more layers; a probe with ``--set n_train=1200 --set
