@@ -162,7 +162,7 @@ def test_vocabulary_mismatch_names_both_models():
 
 def test_trained_model_evaluates_in_float32_after_bf16_training(tmp_path):
     """The model train() returns must not keep accelerate's bf16 autocast forward: results
-    record fp32 evaluation, and autocast re-casts every weight on every call."""
+    record fp32 evaluation."""
     model, _ = train(tmp_path, steps=3, mixed_precision="bf16")
     model.eval()
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
