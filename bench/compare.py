@@ -42,7 +42,11 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
         if dataset not in known:
             raise UsageError(f"no results on dataset {dataset!r}; available: {', '.join(known)}")
         records = [r for r in records if r["dataset"]["id"] == dataset]
-    available = sorted({row_method(r) for r in records})
+    # Within one preset (``bench compare`` picks one) methods go by their plain names; across
+    # presets by the leaderboard's row names, e.g. "dear-p [cpu-long]".
+    name = row_method if len({r.get("preset", "default") for r in records}) > 1 \
+        else (lambda r: r["method"])
+    available = sorted({name(r) for r in records})
     wanted = [baseline] + [m for m in dict.fromkeys(methods) if m != baseline]
     for m in wanted:
         if m not in available:
@@ -51,14 +55,14 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
             raise UsageError(f"no results for method {m!r}; {hint}run `bench run --method {m} "
                              f"--suite {suites[0]}` first (methods with results: "
                              f"{', '.join(available)})")
-    records = [r for r in records if row_method(r) in wanted]
+    records = [r for r in records if name(r) in wanted]
     if metric is not None:
         for r in records:
             if metric not in r["metrics"]:
                 raise UsageError(f"metric {metric!r} is missing from results of method "
                                  f"{r['method']!r} on {r['dataset']['id']!r}; available: "
                                  f"{', '.join(sorted(r['metrics']))}")
-    groups, mains = _group(records), _main_metrics(records)
+    groups, mains = _group(records, name), _main_metrics(records)
     order = {m: i for i, m in enumerate(wanted)}
     rows = []
     for key in sorted(groups, key=lambda k: (k[2], order[k[0]], k[1])):

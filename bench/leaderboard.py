@@ -89,10 +89,12 @@ def row_method(record: dict[str, Any]) -> str:
     return record["method"] if preset == "default" else f"{record['method']} [{preset}]"
 
 
-def _group(records: Iterable[dict[str, Any]]) -> dict[Key, list[dict[str, Any]]]:
+def _group(records: Iterable[dict[str, Any]],
+           name: Callable[[dict[str, Any]], str] = row_method
+           ) -> dict[Key, list[dict[str, Any]]]:
     groups: dict[Key, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((row_method(r), r["model"], r["dataset"]["id"]), []).append(r)
+        groups.setdefault((name(r), r["model"], r["dataset"]["id"]), []).append(r)
     for key, recs in groups.items():
         recs.sort(key=lambda r: r["seed"])
         seeds = [r["seed"] for r in recs]

@@ -262,3 +262,6 @@ def test_non_default_preset_is_its_own_row(records: list[dict]) -> None:
                         dataset="nfcorpus")
     assert [d["method"] for d in rows] == ["bm25", "dear [cpu-long]"]
     assert rows[1]["n_seeds"] == 2 and rows[1]["p_value"] is not None
+    smoke = [{**r, "preset": "smoke"} for r in records]  # one preset: plain method names
+    assert "dear" in {d["method"] for d in compare_data(smoke, methods=["dear"],
+                                                        baseline="bm25")}
