@@ -69,7 +69,7 @@ class ListwiseConfig:
     stride: int = 10
     depth: int = 10  # listwise depth (capped by the suite's); training windows match it
     max_doc_tokens: int = 48
-    train_windows: int = 300
+    train_windows: int = 200
     epochs: int = 2
     batch_windows: int = 4
     lr: float = 2e-3
