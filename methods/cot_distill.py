@@ -50,6 +50,10 @@ import torch
 FORMAT = 1  # bump when prompts, targets or a training step change meaning
 PROMPT = "Question: {question}\nAnswer:"  # lm-eval gsm8k.yaml doc_to_text
 ANSWER_PROMPT = "\nAnswer:"
+# A second prompt the arith teacher is fine-tuned on (decision): the same question answered
+# with `` #### N`` and no rationale, so the frozen teacher can also answer directly (what
+# SemCoT's implicit states feed into, and the ``teacher-direct`` reference row).
+DIRECT_ANSWER_PROMPT = "\nAnswer directly:"
 
 REGISTRY = [
     {"name": "answer-only", "target": "AnswerOnly",
@@ -94,6 +98,7 @@ class ReasoningContext:
     train: list[ReasoningItem]
     dataset_id: str = ""
     student_name: str | None = None  # --student; default: first-k layers of the teacher
+    direct_prompt: str | None = None  # the teacher's direct-answer prompt, if it has one
     notes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -114,9 +119,11 @@ class SFTConfig:
 
 # -- formatting ------------------------------------------------------------------------------
 
-def prompt_ids(tokenizer: Any, question: str) -> list[int]:
-    """The lm-eval context ids, encoded as HFLM encodes them (tokenizer defaults)."""
-    return list(tokenizer(PROMPT.format(question=question))["input_ids"])
+def prompt_ids(tokenizer: Any, question: str, answer_prompt: str = ANSWER_PROMPT) -> list[int]:
+    """The lm-eval context ids, encoded as HFLM encodes them (tokenizer defaults);
+    ``answer_prompt`` swaps the trailing ``"\nAnswer:"`` (e.g. the direct-answer prompt)."""
+    text = PROMPT.format(question=question).removesuffix(ANSWER_PROMPT) + answer_prompt
+    return list(tokenizer(text)["input_ids"])
 
 
 def reasoning_steps(rationale: str) -> list[str]:
@@ -214,8 +221,11 @@ def initial_student(context: ReasoningContext, layers: int) -> tuple[Any, str]:
 
 
 def finetune_teacher(base: Any, tokenizer: Any, items: list[ReasoningItem], cfg: SFTConfig,
-                     out_dir: Path, *, name: str = "model", progress: bool = True) -> Any:
-    """The teacher fine-tuned on gold rationales (full model), cached in ``out_dir/name``."""
+                     out_dir: Path, *, name: str = "model", progress: bool = True,
+                     direct: bool = False) -> Any:
+    """The teacher fine-tuned on gold rationales (full model), cached in ``out_dir/name``;
+    ``direct``: also on the same questions under :data:`DIRECT_ANSWER_PROMPT` answered
+    `` #### N`` (one example each, shuffled in with the rationales)."""
     import copy
 
     from bench.assets import load_causal_lm
@@ -227,6 +237,9 @@ def finetune_teacher(base: Any, tokenizer: Any, items: list[ReasoningItem], cfg:
     examples = [TrainExample(prompt_ids(tokenizer, it.question),
                              [t for u in target_units(tokenizer, it.gold_rationale, it.answer)
                               for t in u]) for it in items]
+    if direct:
+        examples += [TrainExample(prompt_ids(tokenizer, it.question, DIRECT_ANSWER_PROMPT),
+                                  target_units(tokenizer, "", it.answer)[0]) for it in items]
     model = train_sft(copy.deepcopy(base).float(), examples, cfg, out_dir / "train",
                       tokenizer.pad_token_id, progress=progress)
     tmp = out_dir / ".model.tmp"

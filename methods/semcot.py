@@ -38,7 +38,16 @@ Pipeline (the frozen teacher answers; only the encoder and the generator are tra
    (``cg_llm_*``; the official "vanilla" variant trains the whole small model there, its
    LoRA variant only adapters: the issue asks for LoRA).
 4. **Inference**: question -> generator -> 1 implicit state -> teacher generates the
-   answer greedily from ``[question; state; "\\nAnswer:"]``; latency covers both.
+   answer greedily from ``[question; state; answer prompt]``; latency covers both.
+
+Answer prompt [ours]: the official teacher (Llama-2-7B-chat) answers directly when asked
+to; our offline arith teacher is fine-tuned on rationales, and with ``"\\nAnswer:"`` it
+writes its whole rationale after the implicit state (measured 2026-11-30: 92.8 tokens per
+answer, the teacher's own count). So the suite also fine-tunes it on the same questions
+under ``"\\nAnswer directly:"`` -> `` #### N`` (``--set teacher_direct``), and SemCoT's
+states go in front of that prompt (training and inference alike); the ``teacher-direct``
+row is the same teacher under that prompt without states, the reference that shows what
+the implicit state adds. A teacher without a direct prompt (ASDiv) gets ``"\\nAnswer:"``.
 
 Differences from the official code, on purpose: greedy decoding (they sample at several
 temperatures); the answer target is `` #### N`` + EOS (lm-eval's GSM8K format; they train
@@ -239,32 +248,37 @@ def answer_ce(teacher: Any, batch: list[dict[str, Any]], implicit: torch.Tensor
     return teacher.get_output_embeddings()(picked), ids, amask
 
 
-class SemCoTPipeline:
-    """Generator + frozen teacher at inference; ``answer(context, ...)`` for lm-eval."""
+class TeacherAnswers:
+    """The frozen teacher answering ``[question; answer_prompt]`` greedily; ``answer(context,
+    max_new_tokens, until) -> (text, n_tokens)`` for lm-eval. The lm-eval context ends with
+    ``"\nAnswer:"``, which is replaced by ``answer_prompt``. Also the ``teacher-direct`` row."""
 
-    def __init__(self, generator: Generator, teacher: Any, tokenizer: Any, k: int) -> None:
-        self.generator, self.teacher, self.tokenizer, self.k = generator.eval(), teacher, \
-            tokenizer, k
+    def __init__(self, teacher: Any, tokenizer: Any, answer_prompt: str) -> None:
+        self.teacher, self.tokenizer, self.answer_prompt = teacher, tokenizer, answer_prompt
+
+    def states(self, query_ids: list[int]) -> torch.Tensor | None:
+        return None  # SemCoT inserts its implicit states here
 
     @torch.no_grad()
     def answer(self, context: str, max_new_tokens: int, until: list[str]) -> tuple[str, int]:
         from lm_eval.models.utils_hf import stop_sequences_criteria
 
+        from bench.generation import stop_ids
         from methods.cot_distill import ANSWER_PROMPT
 
         query, sep, _ = context.rpartition(ANSWER_PROMPT)
         query = query if sep else context
         tok = self.tokenizer
         q_ids = tok(query)["input_ids"]
-        p_ids = tok(ANSWER_PROMPT, add_special_tokens=False)["input_ids"] if sep else []
-        states = self.generator([q_ids], self.k)[0]
+        p_ids = tok(self.answer_prompt, add_special_tokens=False)["input_ids"] if sep else []
         emb = self.teacher.get_input_embeddings()
-        parts = [emb(torch.tensor(q_ids)), states.to(emb.weight.dtype)]
+        parts = [emb(torch.tensor(q_ids))]
+        states = self.states(q_ids)
+        if states is not None:
+            parts.append(states.to(emb.weight.dtype))
         if p_ids:
             parts.append(emb(torch.tensor(p_ids)))
         embeds = torch.cat(parts)[None]
-        from bench.generation import stop_ids
-
         out = self.teacher.generate(
             inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
@@ -272,6 +286,19 @@ class SemCoTPipeline:
             stopping_criteria=stop_sequences_criteria(tok, until, 0, 1))
         new = out[0].tolist()
         return tok.decode(new, skip_special_tokens=True), len(new)
+
+
+class SemCoTPipeline(TeacherAnswers):
+    """Generator + frozen teacher at inference: ``[question; k implicit states; answer
+    prompt]`` into the teacher."""
+
+    def __init__(self, generator: Generator, teacher: Any, tokenizer: Any, k: int,
+                 answer_prompt: str) -> None:
+        super().__init__(teacher, tokenizer, answer_prompt)
+        self.generator, self.k = generator.eval(), k
+
+    def states(self, query_ids: list[int]) -> torch.Tensor | None:
+        return self.generator([query_ids], self.k)[0]
 
 
 class SemCoT:
@@ -357,7 +384,10 @@ class SemCoT:
         # 2. generator: alpha * (1 - cos) + (1 - alpha) * answer CE through the teacher.
         student, name = initial_student(context, cfg.student_layers)
         generator = Generator(student, teacher.config.hidden_size, cfg)
-        prompt_ids = tok(ANSWER_PROMPT, add_special_tokens=False)["input_ids"]
+        # The answer prompt after the implicit states: the teacher's direct-answer prompt when
+        # it was fine-tuned with one (arith), so the answer can follow without a rationale.
+        answer_prompt = context.direct_prompt or ANSWER_PROMPT
+        prompt_ids = tok(answer_prompt, add_special_tokens=False)["input_ids"]
         data = []
         for it, target in zip(items, targets, strict=True):
             query = PROMPT.format(question=it.question).rpartition(ANSWER_PROMPT)[0]
@@ -383,5 +413,7 @@ class SemCoT:
             cfg.cg_llm_lr, cfg.cg_llm_wd, "cg-llm")
         context.config.update({"recipe": {**asdict(cfg), "st_start": start},
                                "train_examples": len(items), "checkpoint_dir": str(root),
-                               "implicit_tokens_eval": cfg.k_eval})
-        return SemCoTPipeline(generator, teacher, tok, cfg.k_eval), f"{name}+teacher"
+                               "implicit_tokens_eval": cfg.k_eval,
+                               "answer_prompt": answer_prompt})
+        return SemCoTPipeline(generator, teacher, tok, cfg.k_eval, answer_prompt), \
+            f"{name}+teacher"

@@ -208,7 +208,8 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
               str(tmp_path / "work"), "--set", "n_train=6", "--set", "n_test=3",
               "--set", "teacher_train=6", "--set", "max_gen_toks=6"]
     gold = ["--set", "rationales=gold"]  # the random tiny teacher is never right
-    runs = {"cot-sft": gold, "teacher": [], "answer-only": [], "skip-thinking": gold,
+    runs = {"cot-sft": gold, "teacher": [], "teacher-direct": [], "answer-only": [],
+            "skip-thinking": gold,
             "semcot": [*gold, "--set", "k_train=2"]}
     for method, extra in runs.items():
         assert main(["run", "--method", method, *common, *extra]) == 0, method
@@ -225,8 +226,74 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
         if method != "cot-sft":
             assert rec["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "cot-sft"
     assert files["teacher"]["config"]["teacher"]["finetuned"]
+    assert files["teacher"]["config"]["teacher"]["direct_prompt"] == "\nAnswer directly:"
+    assert files["semcot"]["config"]["answer_prompt"] == "\nAnswer directly:"
+    # one model name per method whatever the dataset's teacher (no "-arith-ft" in it)
+    assert files["cot-sft"]["model"] == "tiny-chat-llama0-2L"
+    assert files["teacher-direct"]["model"] == "tiny-chat-llama0-direct"
     assert files["skip-thinking"]["config"]["cwt_examples"] >= 6
     assert files["semcot"]["config"]["recipe"]["k_eval"] == 1
     assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb")]) == 0
     assert (tmp_path / "lb" / "gsm8k.md").exists()
     assert list((tmp_path / "lb").glob("gsm8k_*accuracy_latency.png"))
+
+
+def _tiny_arith_model(path, n_test: int):
+    """A random 2-layer Llama whose word-level vocabulary covers the first ``n_test`` arith
+    test prompts (so they differ), with the EOS row of its LM head set to outscore one
+    token that some but not all greedy answers emit: answers then end at different lengths."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from bench.reasoning.arith import make_arith
+    from bench.reasoning.lm_eval_tasks import ARITH_SEED
+
+    words = sorted({w for p in make_arith(2, 2, n_test, ARITH_SEED, split="test")
+                    for w in f"Question: {p.question} Answer: #### {p.answer}".split()})
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
+                                  unk_token="<unk>", eos_token="<eos>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+        eos_token_id=2, pad_token_id=0)).eval()
+    with torch.no_grad():
+        model.lm_head.weight[:3] = 0.0  # logit 0: below the argmax, until EOS is rewired
+        firsts = []
+        for p in make_arith(2, 2, n_test, ARITH_SEED, split="test"):
+            ids = tok(f"Question: {p.question}\nAnswer:", return_tensors="pt")["input_ids"]
+            firsts.append(model.generate(ids, max_new_tokens=12, do_sample=False,
+                                         pad_token_id=0)[0, ids.shape[1]:].tolist())
+        seen = [t for out in firsts for t in out]
+        stop = next(t for t in seen if 0 < sum(t in out for out in firsts) < len(firsts))
+        model.lm_head.weight[2] = model.lm_head.weight[stop] * 1.01
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_batched_answers_equal_batch_one_and_only_the_subset_is_timed(tmp_path):
+    """Accuracy batches must give batch 1's answers and token counts (greedy, left padding);
+    latency exists only for the first ``latency_items`` documents."""
+    from bench.assets import load_causal_lm
+    from bench.suites.gsm8k import parse_dataset
+    from bench.suites.gsm8k_eval import evaluate_model
+
+    path = _tiny_arith_model(tmp_path / "model", 7)
+    model, tok = load_causal_lm(str(path), dtype="float32")
+    ds = parse_dataset("offline/arith-2x2")
+    base = {"max_gen_toks": 24, "n_test": 7, "num_fewshot": None}
+    one, p1 = evaluate_model(ds, {**base, "eval_batch_size": 1, "latency_items": 0}, model,
+                             tok, "batch 1", 0, tmp_path)
+    many, p4 = evaluate_model(ds, {**base, "eval_batch_size": 4, "latency_items": 2}, model,
+                              tok, "batched", 0, tmp_path)
+    assert [r["output"] for r in many] == [r["output"] for r in one]
+    counts = [r["generated_tokens"] for r in one]
+    assert [r["generated_tokens"] for r in many] == counts
+    assert len(set(counts)) > 1 and min(counts) < 24  # some answers stop at EOS
+    assert all(r["latency_s"] > 0 for r in one)
+    assert ["latency_s" in r for r in many] == [True, True] + [False] * 5
+    assert (p1["latency_items"], p4["latency_items"], p4["batch_size"]) == (7, 2, 4)

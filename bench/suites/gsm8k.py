@@ -4,10 +4,13 @@ Protocol: GSM8K (Cobbe et al. 2021, arXiv:2110.14168) as lm-eval scores it: gree
 to ``"Question: {q}\\nAnswer:"``, exact match of the number after ``#### `` (``strict-match``,
 our main score ``exact_match``; ``exact_match_flexible`` is lm-eval's last-number filter),
 through ``HFLM(pretrained=model, tokenizer=tok)`` (:mod:`bench.suites.gsm8k_eval`). lm-eval
-times nothing, so every answer is also timed one at a time (batch 1, float32, greedy: the
-fastest batch-1 setting on CPU, DESIGN §3) and its generated tokens counted:
-``latency_s`` and ``generated_tokens`` per answer, same machine, same run. Each result
-also records a paired bootstrap of ``exact_match`` against ``cot-sft``.
+times nothing, so the first ``latency_items`` (20) test answers are also timed one at a
+time (batch 1, float32, greedy: the fastest batch-1 setting on CPU, DESIGN §3):
+``latency_s`` per answer, same machine, same run; the other answers are generated in
+batches of ``eval_batch_size`` (16) for accuracy, which costs a fraction of batch 1
+(``--set eval_batch_size=1`` times every answer). ``generated_tokens`` is counted per
+answer from the generated ids in both modes. Each result also records a paired bootstrap
+of ``exact_match`` against ``cot-sft``.
 
 Datasets (each method trains and is judged per dataset; one record per dataset):
 
@@ -31,7 +34,10 @@ Datasets (each method trains and is judged per dataset; one record per dataset):
   not wired up (lm-eval ships no such task; a local GSM8K-format JSONL would be the route).
 
 Methods: ``teacher`` (the teacher itself; dispatched here, the registered ``teacher`` is
-the instruct suite's), ``answer-only``, ``cot-sft`` (baseline), ``skip-thinking``
+the instruct suite's), ``teacher-direct`` (the arith teacher under its direct-answer prompt,
+no rationale: the reference for ``semcot``, whose implicit state goes in front of that
+prompt; the teacher is fine-tuned on both prompts, ``--set teacher_direct=false`` for
+rationales only), ``answer-only``, ``cot-sft`` (baseline), ``skip-thinking``
 (:mod:`methods.cot_distill`), ``semcot`` (:mod:`methods.semcot`). Students are the
 teacher's first 8 layers (``--set student_layers``) trained on the teacher's greedy
 rationales for the first ``n_train`` training questions (generated once, cached), kept
@@ -136,7 +142,8 @@ REGISTRY = [{
                "(offline: arith multiplication with rationales, ASDiv); GSM8K at real scale",
     "citation": "Cobbe et al. 2021 (GSM8K), arXiv:2110.14168",
     "baseline": "cot-sft", "main_score": "exact_match", "test": "bootstrap",
-    "methods": ["teacher", "answer-only", "cot-sft", "skip-thinking", "semcot"],
+    "methods": ["teacher", "teacher-direct", "answer-only", "cot-sft", "skip-thinking",
+                "semcot"],
     "plot": "bench.plots:accuracy_vs_latency",
     "description": "Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
                    "filter), generated tokens and wall latency per answer (batch 1, fp32, "
@@ -175,7 +182,8 @@ FULL_TEACHER = "meta-llama/Llama-2-7b-chat-hf"  # SemCoT's "small" configuration
 SUITE_SETTINGS = {"n_train", "n_test", "teacher_train", "teacher_epochs", "teacher_lr",
                   "teacher_batch_size", "teacher_finetune", "teacher_prompt", "max_gen_toks",
                   "teacher_gen_tokens", "eval_batch_size", "gen_batch_size", "baseline",
-                  "num_fewshot", "arith", "asdiv", "rationales"}
+                  "num_fewshot", "arith", "asdiv", "rationales", "teacher_direct",
+                  "latency_items"}
 COT_INSTRUCTION = ("Solve the math word problem step by step, one short step per line. "
                    "End with a final line of the form '#### <number>'.")
 RATIONALE_METHODS = {"cot-sft", "skip-thinking", "semcot"}
@@ -222,8 +230,25 @@ class TeacherRow:
         return context.teacher, Path(context.teacher_name).name
 
 
+class TeacherDirectRow(TeacherRow):
+    """The ``teacher-direct`` row: the fine-tuned teacher answering under its direct-answer
+    prompt (no rationale): the answer-without-reasoning reference for ``semcot``, whose
+    implicit state goes into this same prompt."""
+
+    def build_model(self, context: Any) -> tuple[Any, str]:
+        from methods.cot_distill import NoTrainingData
+        from methods.semcot import TeacherAnswers
+
+        if not context.direct_prompt:
+            raise NoTrainingData("the teacher was not fine-tuned with a direct-answer prompt "
+                                 "here (--set teacher_direct=true, arith only)")
+        return (TeacherAnswers(context.teacher, context.tokenizer, context.direct_prompt),
+                f"{Path(context.teacher_name).name}-direct")
+
+
 def _recipe(method: str) -> Any:
-    return suite_recipe(method, "gsm8k", {"teacher": "bench.suites.gsm8k:TeacherRow"},
+    return suite_recipe(method, "gsm8k", {"teacher": "bench.suites.gsm8k:TeacherRow",
+                                          "teacher-direct": "bench.suites.gsm8k:TeacherDirectRow"},
                         needs="build_model")
 
 
@@ -254,7 +279,8 @@ class GSM8KSuite(Suite):
         settings: dict[str, Any] = {
             "teacher_train": 1200, "teacher_epochs": 1, "teacher_lr": 2e-4,
             "teacher_batch_size": 8, "teacher_finetune": None, "teacher_prompt": "auto",
-            "max_gen_toks": None, "teacher_gen_tokens": None, "eval_batch_size": 1,
+            "max_gen_toks": None, "teacher_gen_tokens": None, "eval_batch_size": 16,
+            "latency_items": 20, "teacher_direct": True,
             "gen_batch_size": 32, "baseline": self.baseline, "num_fewshot": None,
             "arith": "2x2-digits", "asdiv": True, "rationales": "teacher", **PRESETS[options.preset]}
         apply_overrides(settings, options,
@@ -324,13 +350,17 @@ class GSM8KSuite(Suite):
         context = ReasoningContext(options=options, settings=settings, work_dir=work_dir,
                                    teacher_name=teacher_name, teacher=teacher, tokenizer=tok,
                                    train=train[:n_train] if n_train else train,
-                                   dataset_id=ds.id, student_name=options.student)
+                                   dataset_id=ds.id, student_name=options.student,
+                                   direct_prompt=teacher_info.get("direct_prompt"))
         t1 = time.perf_counter()
         try:
             model, model_name = recipe.build_model(context)
         except NoTrainingData as exc:
             raise SkippedDataset(f"{options.method} skipped on {ds.id}: {exc}") from None
         seconds["train"] = round(time.perf_counter() - t1, 1)
+        # One leaderboard row per method across datasets: name models after the base model
+        # (config.teacher says whether this dataset's teacher was fine-tuned, and where).
+        model_name = model_name.replace(Path(teacher_name).name, Path(base_name).name, 1)
         t1 = time.perf_counter()
         from bench.suites.gsm8k_eval import evaluate_model
 
@@ -425,6 +455,7 @@ def _teacher(ds: Dataset, settings: dict[str, Any], base: Any, base_name: str, t
     from methods.cot_distill import finetune_teacher, run_key, sft_config
 
     items = [it for it in train if it.gold_rationale][: settings["teacher_train"]]
+    direct = bool(settings["teacher_direct"])
     if not items:
         raise UsageError(f"{ds.id}: no gold rationales to fine-tune the teacher on; "
                          "--set teacher_finetune=false")
@@ -433,11 +464,15 @@ def _teacher(ds: Dataset, settings: dict[str, Any], base: Any, base_name: str, t
                      student_layers=base.config.num_hidden_layers)
     data = hashlib.sha256(json.dumps([[it.question, it.gold_rationale, it.answer]
                                       for it in items]).encode()).hexdigest()[:16]
-    key = run_key("teacher", base_name, ds.id, cfg.__dict__, data)
+    from methods.cot_distill import DIRECT_ANSWER_PROMPT
+
+    parts = [base_name, ds.id, cfg.__dict__, data] + (["direct"] if direct else [])
+    key = run_key("teacher", *parts)
     out, name = work_dir / "teacher" / key, f"{Path(base_name).name}-{ds.kind}-ft"
-    teacher = finetune_teacher(base, tok, items, cfg, out, name=name)
+    teacher = finetune_teacher(base, tok, items, cfg, out, name=name, direct=direct)
     info.update({"key": key, "path": str(out / name), "train_items": len(items),
-                 "recipe": dict(cfg.__dict__)})
+                 "recipe": dict(cfg.__dict__),
+                 "direct_prompt": DIRECT_ANSWER_PROMPT if direct else None})
     return teacher, str(out / name), info
 
 

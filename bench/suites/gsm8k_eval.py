@@ -8,15 +8,24 @@ goes in as ``HFLM(pretrained=model, tokenizer=tok)``, the tasks through
 ``#### ``; ``flexible-extract``: the last number).
 
 lm-eval measures neither tokens nor time, so :class:`TimedHFLM` (decision) overrides
-``generate_until`` to hand lm-eval's requests to the normal HFLM generation in chunks of
-``batch_size`` and time each chunk with ``time.perf_counter``: with ``batch_size=1``
-(default) the latency of an answer is the wall time of its own greedy generation (prompt
-encoding, prefill, decoding, detokenization; same machine, same run, one answer at a time,
-as the implicit-CoT papers time it), and its generated tokens are the tokens the model
-produced (stop sequence and EOS included). With ``batch_size > 1`` both are per-chunk
-means (tokens re-counted from the returned text): cheaper, but not per-answer figures;
-the result records which. A recipe may instead supply ``answer_fn(context, max_new_tokens,
-until) -> (text, n_tokens)`` (SemCoT: generator + teacher), timed the same way.
+``generate_until`` to hand lm-eval's requests to the normal HFLM generation itself:
+
+- **latency**: the first ``latency_items`` test items (by document id; default 20) are
+  answered one at a time and each is timed with ``time.perf_counter`` (prompt encoding,
+  prefill, greedy decoding, detokenization; same machine, same run, batch 1, as the
+  implicit-CoT papers time it). ``latency_s`` is their mean; paired latency tests use them.
+- **accuracy and tokens**: every other item is answered in batches of ``batch_size``
+  (left-padded greedy decoding, lm-eval's own batching), which on this CPU is several
+  times cheaper than batch 1 and frees the budget for training (measured in
+  ``benchmarks/gsm8k_eval_batching.py``). Generated tokens are counted per answer from the
+  generated ids in both modes: the new tokens up to and including the first EOS (= pad for
+  SmolLM2), i.e. exactly what batch 1 generates when the answer ends with EOS; an answer
+  cut by a stop string inside a batch counts one pad token more.
+  ``latency_items=0`` with ``batch_size=1`` times every answer (the previous protocol);
+  the result records which.
+
+A recipe may instead supply ``answer_fn(context, max_new_tokens, until) -> (text,
+n_tokens)`` (SemCoT: generator + teacher), answered and timed one at a time.
 :func:`evaluate_model` wires a trained model (or pipeline) to the local or lm-eval task.
 """
 
@@ -33,21 +42,30 @@ AnswerFn = Callable[[str, int, list[str]], tuple[str, int]]
 
 
 class TimedHFLM(HFLM):
-    """HFLM that records ``{(task, doc_id): {"latency_s", "generated_tokens"}}``."""
+    """HFLM that records ``{(task, doc_id): {"latency_s"?, "generated_tokens"}}``; items
+    with ``doc_id < latency_items`` (all items for an ``answer_fn``) run one at a time and
+    get a latency, the rest run in batches of ``batch_size``."""
 
     def __init__(self, *args: Any, answer_fn: AnswerFn | None = None,
-                 progress_label: str = "generate", **kwargs: Any) -> None:
+                 progress_label: str = "generate", latency_items: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.answer_fn = answer_fn
         self.progress_label = progress_label
+        self.latency_items = latency_items
         self.timings: dict[tuple[str, int], dict[str, float]] = {}
-        self._new_tokens: list[int] = []
+        self._counts: dict[tuple[int, ...], int] = {}
 
     def _model_generate(self, context: Any, max_length: int, stop: list[str],
                         **generation_kwargs: Any) -> Any:
         out = super()._model_generate(context, max_length, stop, **generation_kwargs)
-        if context.shape[0] == 1:
-            self._new_tokens.append(int(out.shape[1] - context.shape[1]))
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        width = context.shape[1]
+        for prompt, row in zip(context.tolist(), out[:, width:].tolist(), strict=True):
+            while prompt and prompt[0] == self.tokenizer.pad_token_id:  # left padding
+                prompt = prompt[1:]
+            n = next((i + 1 for i, t in enumerate(row) if t in ends), len(row))
+            self._counts[tuple(prompt)] = n
         return out
 
     def _answer(self, request: Any) -> tuple[str, int]:
@@ -64,32 +82,53 @@ class TimedHFLM(HFLM):
                 text = text.split(stop)[0]
         return text, n
 
+    def _chunks(self, requests: list[Any]) -> tuple[list[list[Any]], set[int]]:
+        """(chunks, ids of the timed requests): timed items alone (batch 1), then the
+        others in batches of ``batch_size``; with batch 1 or an ``answer_fn`` every item
+        is timed."""
+        bs = int(self.batch_size) if str(self.batch_size).isdigit() else 1
+        if self.answer_fn is not None or bs == 1:
+            return [[r] for r in requests], {id(r) for r in requests}
+        timed = [r for r in requests if r.doc_id < (self.latency_items or 0)]
+        rest = [r for r in requests if r.doc_id >= (self.latency_items or 0)]
+        return [[r] for r in timed] + [rest[i:i + bs] for i in range(0, len(rest), bs)], \
+            {id(r) for r in timed}
+
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         from bench.progress import progress_bar
 
-        bs = int(self.batch_size) if str(self.batch_size).isdigit() else 1
-        if self.answer_fn is not None:
-            bs = 1
-        out: list[str] = []
+        texts_by_request: dict[int, str] = {}
         with progress_bar(len(requests), self.progress_label) as advance:
-            for start in range(0, len(requests), bs):
-                chunk = requests[start:start + bs]
-                self._new_tokens = []
+            chunks, timed = self._chunks(requests)
+            for chunk in chunks:
+                self._counts = {}
                 t0 = time.perf_counter()
                 if self.answer_fn is not None:
                     text, n = self._answer(chunk[0])
                     texts, counts = [text], [n]
                 else:
                     texts = super().generate_until(chunk, disable_tqdm=True)
-                    counts = (self._new_tokens if len(chunk) == 1 and self._new_tokens else
-                              [len(self.tok_encode(t)) for t in texts])
+                    counts = [self._request_count(r) for r in chunk]
                 seconds = time.perf_counter() - t0
-                for req, n in zip(chunk, counts, strict=True):
-                    self.timings[(req.task_name, req.doc_id)] = {
-                        "latency_s": seconds / len(chunk), "generated_tokens": float(n)}
-                out += texts
+                for req, text, n in zip(chunk, texts, counts, strict=True):
+                    timing = {"generated_tokens": float(n)}
+                    if id(req) in timed:
+                        timing["latency_s"] = seconds
+                    self.timings[(req.task_name, req.doc_id)] = timing
+                    texts_by_request[id(req)] = text
                 advance(len(chunk), tok=sum(counts))
-        return out
+        return [texts_by_request[id(r)] for r in requests]
+
+    def _request_count(self, request: Any) -> int:
+        """Generated tokens of one request of the last batch (its prompt ids as HFLM
+        encoded them, truncated from the left like HFLM does)."""
+        ids = tuple(self.tok_encode(request.args[0]))
+        if ids in self._counts:
+            return self._counts[ids]
+        for key in sorted(self._counts, key=len, reverse=True):
+            if len(key) < len(ids) and ids[len(ids) - len(key):] == key:
+                return self._counts[key]
+        raise RuntimeError(f"no generation recorded for doc {request.doc_id}")
 
 
 def evaluate(lm: TimedHFLM, task: str, *, include_path: Path | None, limit: int | None,
@@ -117,8 +156,7 @@ def evaluate(lm: TimedHFLM, task: str, *, include_path: Path | None, limit: int 
             "doc_id": doc_id, "id": str(doc.get("id", f"{task}-{doc_id}")),
             "question": doc.get("question", ""), "target": str(sample["target"]),
             "output": sample["resps"][0][0] if sample["resps"] else "",
-            **lm.timings.get((task, doc_id), {"latency_s": float("nan"),
-                                              "generated_tokens": float("nan")})})
+            **lm.timings.get((task, doc_id), {"generated_tokens": float("nan")})})
         key = "exact_match" if sample["filter"] == "strict-match" else \
             f"exact_match_{sample['filter'].split('-')[0]}"
         row[key] = float(sample["exact_match"])
@@ -156,18 +194,25 @@ def evaluate_model(ds: Any, settings: dict[str, Any], model: Any, tok: Any, labe
                                       arith_style=ds.style)
     chat = system_instruction is not None
     bs = int(settings["eval_batch_size"])
-    if hasattr(model, "answer"):  # SemCoT: generator + frozen teacher
+    timed_items = int(settings["latency_items"] or 0)
+    pipeline = hasattr(model, "answer")  # SemCoT / direct answers: one at a time
+    if pipeline:
         lm = TimedHFLM(pretrained=model.teacher, tokenizer=tok, batch_size=1,
                        answer_fn=model.answer, progress_label=label)
     else:
         model = copy.deepcopy(model).float().eval()
-        lm = TimedHFLM(pretrained=model, tokenizer=tok, batch_size=bs, progress_label=label)
+        lm = TimedHFLM(pretrained=model, tokenizer=tok, batch_size=bs, progress_label=label,
+                       latency_items=timed_items)
     rows = evaluate(lm, ds.task, include_path=include, limit=settings["n_test"],
                     num_fewshot=settings["num_fewshot"], apply_chat_template=chat,
                     system_instruction=system_instruction)
-    protocol = {"batch_size": 1 if hasattr(model, "answer") else bs,
-                "latency": "per answer, one at a time" if bs == 1 or hasattr(model, "answer")
-                else f"mean over batches of {bs}", "dtype": "float32", "decoding": "greedy",
+    every = pipeline or bs == 1
+    timed = sum("latency_s" in r for r in rows)
+    protocol = {"batch_size": 1 if pipeline else bs,
+                "latency": "per answer, one at a time, every item" if every else
+                f"per answer, one at a time, the first {timed} test items; the other "
+                f"items answered in batches of {bs} (accuracy and tokens only)",
+                "latency_items": timed, "dtype": "float32", "decoding": "greedy",
                 "max_gen_toks": max_new, "prompt": "chat + instruction" if chat else "plain",
                 "torch_threads": torch.get_num_threads()}
     return rows, protocol
