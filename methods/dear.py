@@ -336,7 +336,11 @@ class DeAR:
         student = train_stage1(cfg, queries=queries, docs=train.docs(), groups=groups,
                                teacher=teacher, work_dir=work)
         model = f"{Path(cfg.student).name}-{cfg.student_layers}L"
+        from methods.trainer import logged_train_seconds
+
         context.config.update({"implementation": "partial", "dear": asdict(cfg),
+                               "dear_p": {"train_seconds": logged_train_seconds(
+                                   work / "stage1")},
                                "teacher": teacher_name, "teacher_kind": teacher.kind,
                                "train_collection": train.id,
                                "train_groups": len(groups)})

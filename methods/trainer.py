@@ -330,7 +330,7 @@ class Trainer:
                 f"the last good checkpoint is in {self.checkpoint_root}")
         seconds = time.perf_counter() - start
         row = {"step": state["step"], "loss": float(total), "lr": self.scheduler.get_last_lr()[0],
-               "grad_norm": float(norm), "tokens": tokens,
+               "grad_norm": float(norm), "tokens": tokens, "seconds": round(seconds, 4),
                "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
                "skipped": not finite, **extra}
         self._log(row)
@@ -352,3 +352,20 @@ class Trainer:
         keep = [line for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in keep))
+
+
+def logged_train_seconds(output_dir: str | Path) -> float | None:
+    """Training time of a run from its ``metrics.jsonl``: the sum of its steps' wall times
+    (forward, backward, optimizer; not checkpoint writes), the last entry per step, so a
+    resumed run counts every step once. ``None`` without a log."""
+    path = Path(output_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    per_step: dict[int, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        seconds = row.get("seconds")
+        if seconds is None and row.get("tokens_per_s"):  # logs written before "seconds"
+            seconds = row["tokens"] / row["tokens_per_s"]
+        per_step[int(row["step"])] = float(seconds or 0.0)
+    return round(sum(per_step.values()), 3)

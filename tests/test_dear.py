@@ -102,6 +102,7 @@ def test_bench_run_dear_yields_three_rows_through_both_stages(tiny_model_dir, tm
         assert any("DeAR is partial" in note for note in record["notes"])
         assert record["config"]["train_collection"] == "offline/boolq"
         assert record["config"]["rerank_seconds_per_query"] >= 0
+        assert record["config"]["dear_p"]["train_seconds"] > 0  # per-stage training time
         assert record["dataset"]["num_items"] == 4
     listwise = records["dear-l"]["config"]
     assert listwise["window"] == 3 and listwise["dear_l"]["depth"] == 5

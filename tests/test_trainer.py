@@ -75,6 +75,12 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
     ref_rows = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").open()]
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref_rows], rel=1e-6)
     assert trainer.state["step"] == 12
+    from methods.trainer import logged_train_seconds
+
+    # training time counts each of the 12 steps once, across the interruption
+    assert logged_train_seconds(tmp_path / "cut") == round(sum(r["seconds"] for r in rows), 3)
+    assert logged_train_seconds(tmp_path / "cut") > 0
+    assert logged_train_seconds(tmp_path / "missing") is None
 
 
 def test_training_reduces_loss(tmp_path):
