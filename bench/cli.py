@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", help="dataset id within the suite (default: the suite's)")
     run.add_argument("--preset", choices=PRESET_CHOICES, default="default",
                      help="scale: smoke (minutes), default (CPU budget), full (paper scale, "
-                     "GPUs); cpu-long: a resumable CPU run past the default budget (methods "
-                     "that define it: dear)")
+                     "GPUs); cpu-long: a resumable CPU run past the default budget (beir/trec-dl: "
+                     "dear; gsm8k: every method)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--limit", type=int, help="evaluate on at most N items (quick checks)")
     run.add_argument("--teacher", help="teacher model: asset name, HF id or local path")

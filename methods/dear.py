@@ -40,7 +40,10 @@ BM25 nDCG@10 0.847 there, random order ≈ 0.30):
 - e2 (current defaults): echo prompt, random head, k = 4, all 2,308 train queries × 4,
   batch 4 queries, lr 3e-4 (head 1e-3), 1 epoch, bf16 autocast, 9.4 min: **0.804**
   (loss 1.58 → 0.72). Learning is visible; it does not yet beat BM25. (The whole
-  command from an empty cache, 2026-11-29, idle machine: stage 1 14.8 min, total 30.2.)
+  command from an empty cache, 2026-11-29, idle machine: stage 1 14.8 min, total 30.2.
+  Trimmed on 2026-11-30 to 2,000 stage-1 queries and 200 stage-2 windows for margin: the
+  empty-cache command then took 18.7 min on the idle machine, stage-1 training 8.6 min
+  (500 steps), stage-2 training 1.6 min; BoolQ dear-p 0.816, dear-l 0.812, 200 queries.)
 - e3: as e2 with ``student_layers=8``, no stage 2, 200 BoolQ test queries at depth 20:
   **0.8595** vs BM25 0.8588 (paired t-test p = 0.96; the 8-layer untrained student
   0.205); stage 1 took ~44 min on one contended thread. Depth closes the gap to BM25

@@ -101,7 +101,7 @@ class RetrievalSuite(Suite):
         recipe = self._recipe(options.method)
         if options.preset == "cpu-long" and "cpu-long" not in getattr(recipe, "presets", {}):
             raise UsageError(f"--preset cpu-long: method {options.method!r} has no longer CPU "
-                             "recipe; use --preset default (cpu-long exists for: dear)")
+                             "recipe on this suite; use --preset default (cpu-long exists here for: dear)")
         known = {"n_queries", "depth", "window", "stride",
                  *getattr(recipe, "settings_keys", ())}
         apply_overrides(settings, options, known, self.name)
