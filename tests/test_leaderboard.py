@@ -265,3 +265,27 @@ def test_non_default_preset_is_its_own_row(records: list[dict]) -> None:
     smoke = [{**r, "preset": "smoke"} for r in records]  # one preset: plain method names
     assert "dear" in {d["method"] for d in compare_data(smoke, methods=["dear"],
                                                         baseline="bm25")}
+
+
+def test_dear_rows_are_tested_against_their_undistilled_student(records: list[dict]) -> None:
+    """The beir section pairs dear-p with dear-student-init of the same preset, model and
+    dataset (seeds averaged per query) and gives the paired t-test's p."""
+    from bench.retrieval.report import undistilled_tables
+
+    def renamed(method: str, preset: str = "default") -> list[dict]:
+        return [{**r, "method": method, "preset": preset, "model": "smollm2-135m-4l"}
+                for r in records if r["method"] == ("dear" if method == "dear-p" else "bm25")]
+
+    rows = renamed("dear-p") + renamed("dear-student-init") + renamed("dear-p", "cpu-long")
+    lines = undistilled_tables(rows)
+    table = [_cells(line) for line in lines if line.startswith("| dear")]
+    assert len(table) == 2  # the cpu-long dear-p has no cpu-long student to pair with
+    nf = next(r for r in table if r[2] == "nfcorpus")
+    dear = [r for r in records if r["method"] == "dear" and r["dataset"]["id"] == "nfcorpus"]
+    bm25 = next(r for r in records if r["method"] == "bm25" and r["dataset"]["id"] == "nfcorpus")
+    a = [statistics.fmean(r["per_item"]["ndcg@10"][q] for r in dear) for q in ITEMS]
+    b = [bm25["per_item"]["ndcg@10"][q] for q in ITEMS]
+    p = sps.ttest_rel(a, b).pvalue
+    assert float(nf[3].rstrip(" †")) == pytest.approx(statistics.fmean(a), abs=1e-4)
+    assert nf[6] == ("<0.0001" if p < 1e-4 else f"{p:.4f}") and nf[7] == "20"
+    assert undistilled_tables(renamed("dear-p")) == []  # nothing to pair: no section

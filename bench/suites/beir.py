@@ -19,6 +19,7 @@ REGISTRY = [{
     "baseline": "bm25", "main_score": "ndcg@10",
     "methods": ["bm25", "minilm", "rerank-teacher", "llm-zeroshot", "dear"],
     "plot": "bench.plots:main_score_bars",
+    "sections": "bench.retrieval.report:undistilled_tables",
 }]
 
 
