@@ -313,3 +313,19 @@ def test_cpu_long_preset_is_the_arith_learning_recipe_and_set_overrides_it():
     default = suite.settings(RunOptions(method="cot-sft"), _recipe("cot-sft"))
     assert "student_layers" not in default and default["n_train"] == 300
     assert "cpu-long" in GSM8KSuite.presets
+
+
+def test_batched_chat_prompts_find_their_token_counts(tiny_chat_model_dir, tmp_path):
+    """The ASDiv teacher row: lm-eval applies the chat template, then batches."""
+    from bench.assets import load_causal_lm
+    from bench.suites.gsm8k import COT_INSTRUCTION, parse_dataset
+    from bench.suites.gsm8k_eval import evaluate_model
+
+    model, tok = load_causal_lm(str(tiny_chat_model_dir), dtype="float32")
+    settings = {"max_gen_toks": 5, "n_test": 6, "num_fewshot": None, "eval_batch_size": 4,
+                "latency_items": 1}
+    rows, protocol = evaluate_model(parse_dataset("offline/asdiv"), settings, model, tok,
+                                    "chat", 0, tmp_path, system_instruction=COT_INSTRUCTION)
+    assert protocol["prompt"] == "chat + instruction" and len(rows) == 6
+    assert all(1 <= r["generated_tokens"] <= 5 for r in rows)
+    assert ["latency_s" in r for r in rows] == [True] + [False] * 5

@@ -125,8 +125,9 @@ class TimedHFLM(HFLM):
         ids = tuple(self.tok_encode(request.args[0]))
         if ids in self._counts:
             return self._counts[ids]
-        for key in sorted(self._counts, key=len, reverse=True):
-            if len(key) < len(ids) and ids[len(ids) - len(key):] == key:
+        for key in sorted(self._counts, key=len, reverse=True):  # a BOS on one side only
+            short, full = sorted((key, ids), key=len)
+            if full[len(full) - len(short):] == short:
                 return self._counts[key]
         raise RuntimeError(f"no generation recorded for doc {request.doc_id}")
 
