@@ -61,50 +61,8 @@ full      paper scale on GPUs: lm-eval ``gsm8k``, all 7,473 training questions, 
           the official SemCoT GSM8K hyperparameters (7 + 2 generator epochs)
 ========  ==============================================================================
 
-How the default was sized (one timing probe of the real SmolLM2-135M on this 2-core CPU,
-``OMP_NUM_THREADS=1``, ``nice``, while two other training jobs ran, so the figures are
-lower bounds): a 3x3 item is 17 prompt + ~123 target tokens (4x4: 19 + ~185; ASDiv
-prompts ~47); fine-tuning all 30 layers ran at 59 tokens/s, an 8-layer student at
-211 tokens/s (bf16 autocast, batch 8); batch-1 fp32 greedy decoding at 2.4 (teacher) and
-8.5 (student) new tokens/s under that load (DESIGN §3, idle: teacher 18.5). Extrapolated
-to an idle machine (~2x the probe for training, DESIGN's decoding rates, student ~45
-tokens/s): teacher fine-tune ~23 min once (plus ~6 min of cached teacher rationales for
-the first rationale method); ``cot-sft`` ~4 min training + ~5 min arith eval + ~5 min
-ASDiv; ``skip-thinking`` ~10 min CWT + STT + ~1 min checks + ~10 min eval; ``semcot``
-~12 min + ~2 min eval; ``teacher`` row ~11 min (arith) + <= 12 min (ASDiv, 128-token
-budget). Under the probe's contention every figure roughly doubles.
-
-Measured 2026-11-29 (1 torch thread, another job on the second core): the default
-``teacher`` row took 42 min (fine-tune 14.9, arith eval 18.8, ASDiv 8.5) and the
-fine-tuned teacher scored **0.05** on ``offline/arith-3x3`` (format and running sums
-right, partial products such as ``147 * 8`` wrong) and 0.04 on ASDiv, too weak to teach.
-The same fine-tune on one-digit-step rationales scored **0.77** on
-``offline/arith-2x2-digits`` (100 test items, 93 tokens and 13 s per answer under
-contention; loss 0.003 vs 0.07), so ``offline/arith-2x2-digits`` became the default:
-the smallest size on which the 135M teacher is right often enough to teach (its
-rationales are kept only where its answer is right). ``--set arith=3x3`` reproduces the
-first measurement.
-
-Measured 2026-11-30 on ``offline/arith-2x2-digits`` / ASDiv (default preset, 1 torch thread
-each, two jobs on the two cores; wall time of the whole command, teacher fine-tune cached):
-``teacher`` 22.5 min (eval 12.2 + 10.2), exact match 0.76 / 0.04; ``cot-sft`` 28.8 min
-(arith eval 13.0 min; its 64 training steps, 4.1 min, and the arith rationales were cached
-by an earlier probe; ASDiv rationales 3.9 min, eval 11.5 min), 0.00 / 0.00;
-``answer-only`` 4.5 min, 0.00 / 0.02; ``skip-thinking`` 30.5 min (train 9.3, eval 9.6 +
-10.8), 0.00 / 0.02 with 69 tokens per arith answer vs cot-sft's 91; ``semcot`` 22.1 min
-(train 6.9, eval 10.9), 0.74 / 0.00. Batch-1 evaluation is most of every budget: the
-teacher decoded ~13 tokens/s, the 8-layer students only ~12 in these runs, although the
-same cot-sft checkpoint re-evaluated on 4 items in a fresh process (two other jobs
-running) decoded 27-36 tokens/s, with or without accelerate's bf16 autocast wrapper (which
-the trainer returned models in until c8902fe; the students' records therefore hold
-bf16-autocast evaluations). The cause of the slow in-run student decoding is not found;
-a 16-layer probe student decoded 24 tokens/s in its own run. The 8-layer students write the format with wrong numbers
-(``17 * 5 = 120 + 18 = 128``); SemCoT's frozen teacher writes its full rationale after
-the implicit state (same tokens as the teacher). Next: a student recipe that learns the
-arithmetic (probes with ``--set n_train=1200 --set student_layers=16``, arith only, 1
-torch thread: 2 epochs 0.06 in 23.8 min, ``--epochs 4`` 0.18 in 35.6 min; learning is
-visible but slow), a teacher that can also answer directly so
-that SemCoT's implicit state has something to replace, and a faster batch-1 decoding loop.
+How the defaults were sized and every measurement behind them (teacher fine-tunes, wall
+times, accuracy per method, the probes for cpu-long): ``docs/gsm8k-measurements.md``.
 
 Real scale (GPU, online; Llama-2 is gated: log in to the hub first)::
 
@@ -150,27 +108,29 @@ REGISTRY = [{
                 "semcot"],
     "plot": "bench.plots:accuracy_vs_latency",
     "description": "Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
-                   "filter), generated tokens and wall latency per answer (batch 1, fp32, "
-                   "same machine and run). On `offline/arith-2x2-digits` (2-digit x 2-digit "
-                   "multiplication, every partial product written as one-digit "
-                   "times-table steps) the teacher is SmolLM2-135M-Instruct fine-tuned "
-                   "once on 1,200 gold long-multiplication rationales (on 3x3 with "
-                   "one-step partial products it scored only 5%, too weak to teach); students are its first 8 of 30 layers trained on its correct "
-                   "rationales for 300 training problems and tested on 100. On "
-                   "`offline/asdiv` the teacher is the packaged 135M model, which is weak at "
-                   "word problems (it answers only a few % of them), so its rationales are "
-                   "few and every student stays near 0 there: compare methods on arith. "
-                   "Skip-Thinking's paper body was not readable offline (our documented "
-                   "interpretations, methods/skip_thinking_chunks.py); SemCoT follows its "
-                   "official code with a deterministic condensed reasoning instead of "
-                   "GPT-4o-mini's. **Committed default run (2026-11-30, seed 0): it does not "
-                   "yet compare the methods.** The teacher scores 0.76 on arith, but every "
-                   "8-layer student (answer-only, cot-sft, skip-thinking) scores 0: from 250 "
-                   "correct rationales x 2 epochs they learn the rationale's format, not the "
-                   "digit arithmetic. SemCoT's 0.74 is the frozen teacher writing its own full "
-                   "rationale after the implicit state (92.8 tokens, as many as the teacher), "
-                   "not implicit reasoning: a teacher fine-tuned only on rationales ignores one "
-                   "implicit state.",
+                   "filter), generated tokens per answer, and wall latency per answer timed "
+                   "one at a time on the first 20 test items (batch 1, fp32, same machine and "
+                   "run; the other answers are generated in batches for accuracy). On "
+                   "`offline/arith-2x2-digits` (2-digit x 2-digit multiplication, every "
+                   "partial product written as one-digit times-table steps) the teacher is "
+                   "SmolLM2-135M-Instruct fine-tuned once on 1,200 gold long-multiplication "
+                   "rationales and on the same questions answered directly under "
+                   "\"Answer directly:\" (`teacher-direct` is that prompt: SemCoT's implicit "
+                   "state goes in front of it). Default students are its first 8 of 30 layers "
+                   "trained on its correct rationales for 300 training problems and tested on "
+                   "100; `[cpu-long]` rows: 16 layers, 1,200 problems, 4 epochs, arith only. "
+                   "On `offline/asdiv` the teacher is the packaged 135M model, which answers "
+                   "only a few % of word problems, so its rationales are few and every student "
+                   "stays near 0 there: compare methods on arith. Skip-Thinking's paper body "
+                   "was not readable offline (our documented interpretations, "
+                   "methods/skip_thinking_chunks.py); SemCoT follows its official code with a "
+                   "deterministic condensed reasoning instead of GPT-4o-mini's. **What the "
+                   "committed runs show (seed 0):** at the 30-minute default no 8-layer student "
+                   "learns the arithmetic (answer-only, cot-sft and skip-thinking all score 0 "
+                   "on arith; Skip-Thinking writes 8% fewer tokens); SemCoT's answers are "
+                   "item for item those of `teacher-direct` (0.12 at 7 tokens): the implicit "
+                   "state changes none of them. See the cpu-long rows for students that "
+                   "learn some arithmetic.",
 }]
 
 PRESETS: dict[str, dict[str, Any]] = {
