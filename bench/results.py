@@ -238,13 +238,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: boo
 
 
 class ResultStore:
-    """Results under ``root/<suite>/<dataset>/<method>__<model>__seed<seed>.json``."""
+    """Results under ``root/<suite>/<dataset>/<method>__<model>__seed<seed>[__<preset>].json``
+    (the preset only when it is not ``default``, so a ``cpu-long`` or ``smoke`` run of the
+    same method and model sits beside the default result instead of colliding with it)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
     def path_for(self, record: dict[str, Any]) -> Path:
-        name = f"{_slug(record['method'])}__{_slug(record['model'])}__seed{record['seed']}.json"
+        preset = record.get("preset", "default")
+        name = (f"{_slug(record['method'])}__{_slug(record['model'])}__seed{record['seed']}"
+                + ("" if preset == "default" else f"__{_slug(preset)}") + ".json")
         return self.root / _slug(record["suite"]) / _slug(record["dataset"]["id"]) / name
 
     def write(self, record: dict[str, Any], *, overwrite: bool = False) -> Path:

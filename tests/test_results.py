@@ -103,6 +103,15 @@ def test_distinct_names_stay_distinct(tmp_path):
     assert a != b
 
 
+def test_a_non_default_preset_does_not_collide_with_the_default_result(tmp_path):
+    store = ResultStore(tmp_path)
+    default = store.write(make())
+    long_run = store.write(make(preset="cpu-long"))
+    assert default.name == "bm25__none__seed0.json"
+    assert long_run.name == "bm25__none__seed0__cpu-long.json"
+    assert sorted(r["preset"] for r in store.load("beir")) == ["cpu-long", "default"]
+
+
 def test_atomic_write_crash_leaves_old_file_and_no_partial(tmp_path, monkeypatch):
     target = tmp_path / "r.json"
     atomic_write_text(target, "old\n")
