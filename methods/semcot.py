@@ -362,9 +362,10 @@ class SemCoT:
             if epochs < 1 or not params:
                 return
             steps = epochs * -(-len(data) // cfg.semcot_batch_size)
+            # checkpoints every 50 steps: a killed cpu-long phase resumes instead of restarting
             tc = TrainConfig(max_steps=steps, batch_size=cfg.semcot_batch_size, lr=lr,
                              weight_decay=wd, warmup_steps=max(1, steps // 20),
-                             mixed_precision=cfg.mixed_precision, checkpoint_every=10**6,
+                             mixed_precision=cfg.mixed_precision, checkpoint_every=50,
                              seed=context.options.seed)
             Trainer(module, step, data, tc, root / name, param_groups=[{"params": params}]
                     ).train()
