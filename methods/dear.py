@@ -286,7 +286,9 @@ def build_listwise(context: Any, settings: dict[str, Any], *, lm: Any, tokenizer
                                        batch_size=settings.get("batch_size", 32),
                                        cache_path=context.work_dir / "scores" / f"{key}.jsonl")
 
-    seconds = float((stage2_dir / "train_seconds").read_text())
+    from methods.trainer import logged_train_seconds
+
+    seconds = logged_train_seconds(stage2_dir)  # as stage 1: resume-safe step times
     context.config["dear_l"] = {**asdict(cfg), "first_stage": "dear-p",
                                 "train_windows_used": len(windows),
                                 "train_seconds": seconds, "work_dir": stage2_dir.name}

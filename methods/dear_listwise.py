@@ -205,11 +205,11 @@ def train_stage2(cfg: ListwiseConfig, *, lm: Any, tokenizer: Any, queries: dict[
     """LoRA-train ``lm`` (modified in place: pass a copy) on teacher-ordered windows.
 
     Resumes from ``work_dir/checkpoints``; the adapter is saved (safetensors) to
-    ``work_dir/adapter`` at the end, with ``stage2_config.json`` and ``train_seconds``.
+    ``work_dir/adapter`` at the end, with ``stage2_config.json`` (training time: the trainer's
+    ``metrics.jsonl``, :func:`methods.trainer.logged_train_seconds`).
     """
     from methods.trainer import StepOutput, TrainConfig, Trainer
 
-    start = time.perf_counter()
     model = ListwiseLM(add_lora(lm, cfg), tokenizer, cfg)
     rationales = rationales or {}
     data = [model.example(queries[q], [docs[d] for d in ids],
@@ -232,9 +232,6 @@ def train_stage2(cfg: ListwiseConfig, *, lm: Any, tokenizer: Any, queries: dict[
                       collate_fn=lambda items: collate(items, pad))
     model = trainer.train()
     model.lm.save_pretrained(str(work_dir / "adapter"))  # adapter_model.safetensors
-    seconds = work_dir / "train_seconds"
-    if not seconds.exists():  # the first run that finishes records its wall time
-        seconds.write_text(f"{time.perf_counter() - start:.1f}\n")
     return model.eval()
 
 
