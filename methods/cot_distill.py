@@ -275,7 +275,7 @@ class _Recipe:
         out = context.work_dir / "train" / f"{context.options.method}-{key}"
         model = train_sft(student, examples, cfg, out, context.tokenizer.pad_token_id)
         context.config.update({"recipe": asdict(cfg), "train_examples": len(examples),
-                               "checkpoint_dir": str(out)})
+                               "checkpoint_dir": str(out), "train_runs": [str(out)]})
         return model, name
 
 
@@ -447,5 +447,5 @@ class SkipThinking(CoTSFT):
             "rationales_with_skips": sum(1 for s in skippable if s),
             "skipped_chunks": sum(map(len, skippable)),
             "skipped_token_fraction": skipped / max(n_tokens, 1),
-            "checkpoint_dir": str(out2)})
+            "checkpoint_dir": str(out2), "train_runs": [str(out), str(out2)]})
         return model, name

@@ -357,10 +357,13 @@ class SemCoT:
                 return StepOutput(loss, n_tokens=int(am.sum() + bm.sum()))
             return step
 
+        train_runs: list[str] = []
+
         def fit(module: nn.Module, params: list[nn.Parameter], step: Any, data: list[Any],
                 epochs: int, lr: float, wd: float, name: str) -> None:
             if epochs < 1 or not params:
                 return
+            train_runs.append(str(root / name))
             steps = epochs * -(-len(data) // cfg.semcot_batch_size)
             # checkpoints every 50 steps: a killed cpu-long phase resumes instead of restarting
             tc = TrainConfig(max_steps=steps, batch_size=cfg.semcot_batch_size, lr=lr,
@@ -414,6 +417,7 @@ class SemCoT:
             cfg.cg_llm_lr, cfg.cg_llm_wd, "cg-llm")
         context.config.update({"recipe": {**asdict(cfg), "st_start": start},
                                "train_examples": len(items), "checkpoint_dir": str(root),
+                               "train_runs": train_runs,
                                "implicit_tokens_eval": cfg.k_eval,
                                "answer_prompt": answer_prompt})
         return SemCoTPipeline(generator, teacher, tok, cfg.k_eval, answer_prompt), \

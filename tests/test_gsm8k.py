@@ -11,6 +11,7 @@ import torch
 
 from bench.cli import main
 from methods.losses.semcot import semcot_generator_loss, semcot_infonce
+from methods.trainer import logged_train_seconds
 
 # --- SemCoT losses ---------------------------------------------------------------------------
 
@@ -233,6 +234,19 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
     assert files["teacher-direct"]["model"] == "tiny-chat-llama0-direct"
     assert files["skip-thinking"]["config"]["cwt_examples"] >= 6
     assert files["semcot"]["config"]["recipe"]["k_eval"] == 1
+    # training time from the step logs of every training run (skip-thinking: CWT and STT)
+    assert len(files["skip-thinking"]["config"]["train_runs"]) == 2
+    assert len(files["semcot"]["config"]["train_runs"]) >= 2
+    for method in ("cot-sft", "answer-only", "skip-thinking", "semcot"):
+        config = files[method]["config"]
+        logged = sum(logged_train_seconds(run) for run in config["train_runs"])
+        assert config["seconds"]["train_steps"] == round(logged, 3) > 0, method
+    assert "train_steps" not in files["teacher"]["config"]["seconds"]
+    # a rerun loads the trained student from the cache and still reports its training time
+    again = tmp_path / "again"
+    assert main(["run", "--method", "cot-sft", *common, *gold, "--out", str(again)]) == 0
+    rerun = json.loads(next((again / "gsm8k").rglob("*.json")).read_text())["config"]
+    assert rerun["seconds"]["train_steps"] == files["cot-sft"]["config"]["seconds"]["train_steps"]
     assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb")]) == 0
     assert (tmp_path / "lb" / "gsm8k.md").exists()
     assert list((tmp_path / "lb").glob("gsm8k_*accuracy_latency.png"))

@@ -332,6 +332,13 @@ class GSM8KSuite(Suite):
         except NoTrainingData as exc:
             raise SkippedDataset(f"{options.method} skipped on {ds.id}: {exc}") from None
         seconds["train"] = round(time.perf_counter() - t1, 1)
+        # "train" is this process's wall (model loading only when the student was cached);
+        # the logged step times count every optimizer step once, across resumes and caches.
+        if context.config.get("train_runs"):
+            from methods.trainer import logged_train_seconds
+
+            seconds["train_steps"] = round(sum(logged_train_seconds(run) or 0.0
+                                               for run in context.config["train_runs"]), 3)
         # One leaderboard row per method across datasets: name models after the base model
         # (config.teacher says whether this dataset's teacher was fine-tuned, and where).
         model_name = model_name.replace(Path(teacher_name).name, Path(base_name).name, 1)
