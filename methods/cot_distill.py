@@ -392,6 +392,28 @@ def batched_skippable(model: Any, tokenizer: Any, items: list[tuple[list[int], l
     return [results[i] for i in range(len(items))]
 
 
+def cached_skippable(cwt_dir: Path, model: Any, tokenizer: Any,
+                     items: list[tuple[list[int], list[list[int]], str]], cfg: SkipConfig
+                     ) -> list[list[int]]:
+    """:func:`batched_skippable`, stored next to the CWT run that made the decisions.
+
+    A rerun on the cached CWT student reuses them instead of decoding again: that saves the
+    checks' time (minutes at cpu-long) and keeps the STT data, hence its cached run, fixed
+    even where bf16 decoding at another thread count would flip a borderline check.
+    """
+    from bench.results import atomic_write_text
+
+    path = cwt_dir / "skippable.json"
+    key = run_key(items, cfg.skip_check_tokens, cfg.check_batch_size)
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("key") == key:
+            return stored["skippable"]
+    skippable = batched_skippable(model, tokenizer, items, cfg)
+    atomic_write_text(path, json.dumps({"key": key, "skippable": skippable}))
+    return skippable
+
+
 class SkipThinking(CoTSFT):
     settings_keys = _Recipe.settings_keys + tuple(SkipConfig.__dataclass_fields__)
 
@@ -430,9 +452,9 @@ class SkipThinking(CoTSFT):
         out = context.work_dir / "train" / f"skip-thinking-cwt-{run_key(base_key, data_key(cwt))}"
         model = train_sft(student, cwt, sft_config(context.settings, context.options.seed,
                                                    epochs=skip.cwt_epochs), out, pad)
-        skippable = batched_skippable(model, tok, [(p, cs, it.answer) for p, cs, it in
-                                                   zip(prompts, chunks, items, strict=True)],
-                                      skip)
+        skippable = cached_skippable(out, model, tok, [(p, cs, it.answer) for p, cs, it in
+                                                       zip(prompts, chunks, items, strict=True)],
+                                     skip)
         kept = [skip_chunks(cs, s) for cs, s in zip(chunks, skippable, strict=True)]
         stt = chunk_examples(kept)
         out2 = context.work_dir / "train" / f"skip-thinking-stt-{run_key(base_key, data_key(stt))}"

@@ -135,6 +135,27 @@ def test_batched_skippable_equals_the_sequential_rule(monkeypatch):
     assert len(calls) <= 4  # rounds, not one call per check
 
 
+def test_skippability_decisions_are_stored_with_their_cwt_run(monkeypatch, tmp_path):
+    from methods import cot_distill
+    from methods.cot_distill import SkipConfig, cached_skippable
+
+    calls = []
+
+    def fake_batched(model, tokenizer, items, cfg):
+        calls.append(len(items))
+        return [[1]] * len(items)
+
+    monkeypatch.setattr(cot_distill, "batched_skippable", fake_batched)
+    items = [([1], [[10], [20], [30]], "7")]
+    assert cached_skippable(tmp_path, None, None, items, SkipConfig()) == [[1]]
+    assert cached_skippable(tmp_path, None, None, items, SkipConfig()) == [[1]]
+    assert calls == [1]  # the second call read skippable.json
+    other = [([1], [[10], [20], [31]], "7")]  # other chunks: decide again
+    cached_skippable(tmp_path, None, None, other, SkipConfig())
+    cached_skippable(tmp_path, None, None, other, SkipConfig(skip_check_tokens=8))
+    assert calls == [1, 1, 1]
+
+
 def test_sentence_encoder_runs_the_teachers_layers(tiny_chat_model_dir):
     from bench.assets import load_causal_lm
     from methods.semcot import SentenceEncoder
