@@ -65,6 +65,9 @@ REGISTRY = [
     {"name": "skip-thinking", "target": "SkipThinking",
      "summary": "chunk-wise CoT distillation, then learning to skip unneeded middle chunks",
      "citation": "Chen et al. 2025 (Skip-Thinking), arXiv:2505.18642"},
+    {"name": "skip-thinking-cwt", "target": "ChunkWiseOnly",
+     "summary": "ablation: Skip-Thinking's chunk-wise training stage alone (no skipping)",
+     "citation": "Chen et al. 2025 (Skip-Thinking), arXiv:2505.18642"},
 ]
 
 
@@ -416,6 +419,7 @@ def cached_skippable(cwt_dir: Path, model: Any, tokenizer: Any,
 
 class SkipThinking(CoTSFT):
     settings_keys = _Recipe.settings_keys + tuple(SkipConfig.__dataclass_fields__)
+    skip_stage = True  # False: stop after chunk-wise training (``skip-thinking-cwt``)
 
     def build_model(self, context: ReasoningContext) -> tuple[Any, str]:
         from methods.skip_thinking_chunks import chunk_training_examples, skip_chunks
@@ -452,6 +456,12 @@ class SkipThinking(CoTSFT):
         out = context.work_dir / "train" / f"skip-thinking-cwt-{run_key(base_key, data_key(cwt))}"
         model = train_sft(student, cwt, sft_config(context.settings, context.options.seed,
                                                    epochs=skip.cwt_epochs), out, pad)
+        context.config.update({
+            "recipe": asdict(cfg), "skip_thinking": asdict(skip), "train_examples": len(items),
+            "cwt_examples": len(cwt), "chunks_per_rationale": sum(map(len, chunks)) / len(chunks),
+            "checkpoint_dir": str(out), "train_runs": [str(out)]})
+        if not self.skip_stage:
+            return model, name
         skippable = cached_skippable(out, model, tok, [(p, cs, it.answer) for p, cs, it in
                                                        zip(prompts, chunks, items, strict=True)],
                                      skip)
@@ -463,11 +473,18 @@ class SkipThinking(CoTSFT):
         n_tokens = sum(len(c) for cs in chunks for c in cs)
         skipped = sum(len(cs[i]) for cs, s in zip(chunks, skippable, strict=True) for i in s)
         context.config.update({
-            "recipe": asdict(cfg), "skip_thinking": asdict(skip), "train_examples": len(items),
-            "cwt_examples": len(cwt), "stt_examples": len(stt),
-            "chunks_per_rationale": sum(map(len, chunks)) / len(chunks),
-            "rationales_with_skips": sum(1 for s in skippable if s),
+            "stt_examples": len(stt), "rationales_with_skips": sum(1 for s in skippable if s),
             "skipped_chunks": sum(map(len, skippable)),
             "skipped_token_fraction": skipped / max(n_tokens, 1),
             "checkpoint_dir": str(out2), "train_runs": [str(out), str(out2)]})
         return model, name
+
+
+class ChunkWiseOnly(SkipThinking):
+    """``skip-thinking-cwt`` (ablation, ours): Skip-Thinking's first stage alone, i.e. the CWT
+    student of ``skip-thinking`` with the same settings (the same cached run), evaluated
+    before any chunk is skipped. It separates what chunk-wise training does to accuracy from
+    what skipping does. It trains ``cwt_epochs`` passes, not ``epochs`` (half of
+    ``cot-sft``'s at the presets), so it is not an equal-passes rival of ``cot-sft``."""
+
+    skip_stage = False

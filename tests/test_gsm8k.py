@@ -231,7 +231,7 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
               "--set", "teacher_train=6", "--set", "max_gen_toks=6"]
     gold = ["--set", "rationales=gold"]  # the random tiny teacher is never right
     runs = {"cot-sft": gold, "teacher": [], "teacher-direct": [], "answer-only": [],
-            "skip-thinking": gold,
+            "skip-thinking": gold, "skip-thinking-cwt": gold,
             "semcot": [*gold, "--set", "k_train=2"]}
     for method, extra in runs.items():
         assert main(["run", "--method", method, *common, *extra]) == 0, method
@@ -258,7 +258,11 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
     # training time from the step logs of every training run (skip-thinking: CWT and STT)
     assert len(files["skip-thinking"]["config"]["train_runs"]) == 2
     assert len(files["semcot"]["config"]["train_runs"]) >= 2
-    for method in ("cot-sft", "answer-only", "skip-thinking", "semcot"):
+    # the ablation is skip-thinking's own first stage (its cached CWT run), never skipped
+    cwt_only = files["skip-thinking-cwt"]["config"]
+    assert cwt_only["train_runs"] == files["skip-thinking"]["config"]["train_runs"][:1]
+    assert "stt_examples" not in cwt_only and "skipped_chunks" not in cwt_only
+    for method in ("cot-sft", "answer-only", "skip-thinking", "skip-thinking-cwt", "semcot"):
         config = files[method]["config"]
         logged = sum(logged_train_seconds(run) for run in config["train_runs"])
         assert config["seconds"]["train_steps"] == round(logged, 3) > 0, method

@@ -37,8 +37,9 @@ Methods: ``teacher`` (the teacher itself; dispatched here, the registered ``teac
 the instruct suite's), ``teacher-direct`` (the arith teacher under its direct-answer prompt,
 no rationale: the reference for ``semcot``, whose implicit state goes in front of that
 prompt; the teacher is fine-tuned on both prompts, ``--set teacher_direct=false`` for
-rationales only), ``answer-only``, ``cot-sft`` (baseline), ``skip-thinking``
-(:mod:`methods.cot_distill`), ``semcot`` (:mod:`methods.semcot`). Students are the
+rationales only), ``answer-only``, ``cot-sft`` (baseline), ``skip-thinking`` and its
+first stage alone ``skip-thinking-cwt`` (an ablation; :mod:`methods.cot_distill`),
+``semcot`` (:mod:`methods.semcot`). Students are the
 teacher's first 8 layers (``--set student_layers``) trained on the teacher's greedy
 rationales for the first ``n_train`` training questions (generated once, cached), kept
 where the teacher's answer is right (``--set rationales=gold``: the verified gold
@@ -105,7 +106,7 @@ REGISTRY = [{
     "citation": "Cobbe et al. 2021 (GSM8K), arXiv:2110.14168",
     "baseline": "cot-sft", "main_score": "exact_match", "test": "bootstrap",
     "methods": ["teacher", "teacher-direct", "answer-only", "cot-sft", "skip-thinking",
-                "semcot"],
+                "skip-thinking-cwt", "semcot"],
     "plot": "bench.plots:accuracy_vs_latency",
     "description": "Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
                    "filter), generated tokens per answer, and wall latency per answer timed "
@@ -159,7 +160,7 @@ SUITE_SETTINGS = {"n_train", "n_test", "teacher_train", "teacher_epochs", "teach
                   "latency_items"}
 COT_INSTRUCTION = ("Solve the math word problem step by step, one short step per line. "
                    "End with a final line of the form '#### <number>'.")
-RATIONALE_METHODS = {"cot-sft", "skip-thinking", "semcot"}
+RATIONALE_METHODS = {"cot-sft", "skip-thinking", "skip-thinking-cwt", "semcot"}
 
 
 @dataclass(frozen=True)
