@@ -243,6 +243,7 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
         assert set(rec["metrics"]) == {"exact_match", "exact_match_flexible",
                                        "generated_tokens", "latency_s"}, method
         assert all(len(v) == 3 for v in rec["per_item"].values())
+        assert [s["id"] for s in rec["config"]["samples"]] == list(rec["per_item"]["exact_match"])
         assert rec["config"]["lm_eval_task"] == "arith_2x2"
         assert 0 < rec["metrics"]["generated_tokens"] <= 6 and rec["metrics"]["latency_s"] > 0
         if method != "cot-sft":

@@ -371,7 +371,8 @@ class GSM8KSuite(Suite):
         config = {"preset": options.preset, **settings, "lm_eval_task": ds.task,
                   "teacher": teacher_info, "eval_protocol": protocol, "seconds": seconds,
                   **copy.deepcopy(context.config),
-                  "samples": [{"id": r["id"], "output": r["output"]} for r in rows[:3]]}
+                  # every answer (lm-eval's log_samples): lets a reader see how rows fail
+                  "samples": [{"id": r["id"], "output": r["output"]} for r in rows]}
         notes = list(context.notes)
         attach_baseline_bootstrap(config, notes, options, self.name, ds.id, "exact_match",
                                   per_item["exact_match"], settings["baseline"])
