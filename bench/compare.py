@@ -73,7 +73,7 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
         rows.append({"suite": suites[0], "dataset": key[2], "offline_stand_in":
                      info["offline_stand_in"], "method": key[0], "model": key[1],
                      "metric": name, "mean": s.mean, "std": s.std, "n_seeds": len(s.seeds),
-                     "seeds": list(s.seeds), "baseline": baseline,
+                     "seeds": list(s.seeds), "baseline": s.base[0] if s.base else baseline,
                      "baseline_model": s.base[1] if s.base else None, "delta": s.delta,
                      "test": test, "n_items": s.n_items, "p_value": s.p_value,
                      "significant": s.significant(alpha)})

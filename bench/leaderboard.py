@@ -124,15 +124,22 @@ def _items(recs: Sequence[dict[str, Any]], metric: str) -> dict[str, float]:
     return {i: math.fsum(v) / len(v) for i, v in sorted(acc.items())}
 
 
-def _pick_baseline(groups: dict[Key, Any], baseline: str | None, model: str,
+def _pick_baseline(groups: dict[Key, Any], baseline: str | None, row: str, model: str,
                    dataset: str) -> Key | None:
-    """Same model if the baseline ran with it, else the baseline's only model, else None."""
+    """The baseline row a row is tested against: the baseline run at the row's own preset
+    where there is one (``cot-sft [cpu-long]`` for ``skip-thinking [cpu-long]``), else the
+    default baseline; within it the same model if the baseline ran with it, else the
+    baseline's only model, else None."""
     if baseline is None:
         return None
-    if (baseline, model, dataset) in groups:
-        return (baseline, model, dataset)
-    cands = [k for k in groups if k[0] == baseline and k[2] == dataset]
-    return cands[0] if len(cands) == 1 else None
+    preset = re.fullmatch(r".+ (\[[^\]]+\])", row)
+    for name in ([f"{baseline} {preset.group(1)}"] if preset else []) + [baseline]:
+        if (name, model, dataset) in groups:
+            return (name, model, dataset)
+        cands = [k for k in groups if k[0] == name and k[2] == dataset]
+        if cands:
+            return cands[0] if len(cands) == 1 else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ def _stat(groups: dict[Key, list[dict[str, Any]]], key: Key, metric: str, baseli
     if not recs:
         return None
     mean, std = _mean_std([r["metrics"][metric] for r in recs])
-    base = _pick_baseline(groups, baseline, key[1], key[2])
+    base = _pick_baseline(groups, baseline, key[0], key[1], key[2])
     delta = p = None
     n_items = 0
     if base is not None:
@@ -291,7 +298,8 @@ def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: fl
     if any(k[0] == baseline for k in b.groups):
         out.append(f"{MARK} p < {alpha:g}: two-sided {TEST_NAMES[test]} on per-item main-score "
                    f"values (averaged over seeds) against baseline {escape_md(baseline)} on the "
-                   "same dataset (same model where it ran, else the baseline's only model); no "
+                   "same dataset (at the row's preset where the baseline ran with it; same model "
+                   "where it ran, else the baseline's only model); no "
                    "multiple-comparison correction.")
     else:
         why = "no baseline is named" if baseline is None else \

@@ -267,6 +267,23 @@ def test_non_default_preset_is_its_own_row(records: list[dict]) -> None:
                                                         baseline="bm25")}
 
 
+def test_preset_rows_are_tested_against_the_baseline_of_their_preset(records: list[dict]
+                                                                      ) -> None:
+    """``dear [cpu-long]`` is compared with ``bm25 [cpu-long]`` when that row exists (here a
+    copy of dear's own runs: delta 0), and with the default bm25 otherwise."""
+    long_dear = [{**r, "preset": "cpu-long"} for r in records if r["method"] == "dear"]
+    long_bm25 = [{**r, "method": "bm25"} for r in long_dear]
+
+    def delta(rows: list[dict]) -> str:
+        md = render_suite("toy", rows, baseline="bm25")
+        table = _table(md, "### nfcorpus")
+        return _row(table, "dear [cpu-long]")["Δ ndcg@10"]
+
+    assert delta(records + long_dear + long_bm25) == "+0.0000"
+    assert delta(records + long_dear) == _row(_table(render_suite("toy", records, baseline="bm25"),
+                                                     "### nfcorpus"), "dear")["Δ ndcg@10"] != "+0.0000"
+
+
 def test_dear_rows_are_tested_against_their_undistilled_student(records: list[dict]) -> None:
     """The beir section pairs dear-p with dear-student-init of the same preset, model and
     dataset (seeds averaged per query) and gives the paired t-test's p."""
