@@ -196,14 +196,22 @@ def _tradeoff_scatter(records: Sequence[dict[str, Any]], out_dir: str | os.PathL
         def draw(fig: Any, points: Any = points, frontier: Any = frontier,
                  title: str = f"{suite}: {dataset}" + (" (offline stand-in)" if stand_in
                                                        else "")) -> None:
+            import matplotlib
+
             ax = fig.add_subplot()
+            # Past ten rows the default cycle repeats colours: tab20 keeps them distinct;
+            # a preset row ("m [cpu-long]") is a square, so presets read apart at a glance.
+            palette = matplotlib.colormaps["tab20"] if len(points) > 10 else None
+            crowded = len(points) > 8  # then only the frontier is labelled on the plot
             for i, (method, xm, ym, xs, ys) in enumerate(points):
-                color = f"C{i % 10}"
+                color = palette(i % 20) if palette else f"C{i}"
                 ax.errorbar([xm], [ym], xerr=None if xs is None else [xs],
-                            yerr=None if ys is None else [ys], fmt="o",
+                            yerr=None if ys is None else [ys],
+                            fmt="s" if method.endswith("]") else "o",
                             color=color, capsize=3, label=_plain(method))
-                ax.annotate(_plain(method), (xm, ym), textcoords="offset points",
-                            xytext=(5, 4), fontsize="small", color=color)
+                if not crowded or any(p[0] == method for p in frontier):
+                    ax.annotate(_plain(method), (xm, ym), textcoords="offset points",
+                                xytext=(5, 4), fontsize="small", color=color)
             if len(frontier) > 1:
                 ax.plot([p[1] for p in frontier], [p[2] for p in frontier], "--",
                         color="gray", linewidth=1, label="frontier")
@@ -212,11 +220,11 @@ def _tradeoff_scatter(records: Sequence[dict[str, Any]], out_dir: str | os.PathL
             if y_floor_one:
                 ax.set_ylim(-0.02, max(1.0, max(p[2] for p in points) + 0.05))
             ax.set_title(_plain(title))
-            ax.legend(fontsize="small", loc="best")
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
             fig.tight_layout()
 
         paths.append(save_png(draw, Path(out_dir)
-                              / f"{_slug(suite)}_{_slug(dataset)}_{suffix}.png"))
+                              / f"{_slug(suite)}_{_slug(dataset)}_{suffix}.png", size=(10.0, 5.0)))
     return paths
 
 
