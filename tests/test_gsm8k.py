@@ -76,7 +76,7 @@ def test_condensed_reasoning_keeps_the_computed_values():
 def test_sbc_span_costs_from_one_forward_equal_prefix_forwards(tiny_chat_model_dir):
     """The NLL of a chunk given everything before it is a slice of one full pass."""
     from bench.assets import load_causal_lm
-    from methods.cot_distill import SkipConfig, chunk_units, sentence_nlls
+    from methods.skip_thinking import SkipConfig, chunk_units, sentence_nlls
     from methods.skip_thinking_chunks import lm_chunk_cost, search_chunks
 
     model, _ = load_causal_lm(str(tiny_chat_model_dir))
@@ -109,7 +109,7 @@ def test_batched_skippable_equals_the_sequential_rule(monkeypatch):
     missing; batched rounds must give skippable_chunks' answers."""
     from bench import generation
     from bench.generation import Generation
-    from methods.cot_distill import SkipConfig, batched_skippable
+    from methods.skip_thinking import SkipConfig, batched_skippable
     from methods.skip_thinking_chunks import skippable_chunks
 
     def student(ids):
@@ -136,8 +136,8 @@ def test_batched_skippable_equals_the_sequential_rule(monkeypatch):
 
 
 def test_skippability_decisions_are_stored_with_their_cwt_run(monkeypatch, tmp_path):
-    from methods import cot_distill
-    from methods.cot_distill import SkipConfig, cached_skippable
+    from methods import skip_thinking
+    from methods.skip_thinking import SkipConfig, cached_skippable
 
     calls = []
 
@@ -145,7 +145,7 @@ def test_skippability_decisions_are_stored_with_their_cwt_run(monkeypatch, tmp_p
         calls.append(len(items))
         return [[1]] * len(items)
 
-    monkeypatch.setattr(cot_distill, "batched_skippable", fake_batched)
+    monkeypatch.setattr(skip_thinking, "batched_skippable", fake_batched)
     items = [([1], [[10], [20], [30]], "7")]
     assert cached_skippable(tmp_path, None, None, items, SkipConfig()) == [[1]]
     assert cached_skippable(tmp_path, None, None, items, SkipConfig()) == [[1]]

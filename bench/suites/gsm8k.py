@@ -38,7 +38,7 @@ the instruct suite's), ``teacher-direct`` (the arith teacher under its direct-an
 no rationale: the reference for ``semcot``, whose implicit state goes in front of that
 prompt; the teacher is fine-tuned on both prompts, ``--set teacher_direct=false`` for
 rationales only), ``answer-only``, ``cot-sft`` (baseline), ``skip-thinking`` and its
-first stage alone ``skip-thinking-cwt`` (an ablation; :mod:`methods.cot_distill`),
+first stage alone ``skip-thinking-cwt`` (an ablation; :mod:`methods.skip_thinking`),
 ``semcot`` (:mod:`methods.semcot`). Students are the
 teacher's first 8 layers (``--set student_layers``) trained on the teacher's greedy
 rationales for the first ``n_train`` training questions (generated once, cached), kept
