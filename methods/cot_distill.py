@@ -1,10 +1,10 @@
 """Chain-of-thought distillation for the ``gsm8k`` suite: answer-only and CoT SFT, and the
 pieces Skip-Thinking (:mod:`methods.skip_thinking`) and SemCoT build on.
 
-Every recipe here and in :mod:`methods.skip_thinking` trains a student (by default the teacher's first ``student_layers`` decoder layers,
-:func:`methods.token_kd.build_student`; ``--student`` takes any model with the teacher's
-tokenizer) with token cross-entropy through the shared trainer, in the prompt format the
-suite evaluates with lm-eval (``"Question: {q}\\nAnswer:"``, lm-eval's GSM8K prompt):
+Every recipe here and in :mod:`methods.skip_thinking` trains a student (by default the
+teacher's first ``student_layers`` decoder layers, :func:`methods.token_kd.build_student`;
+``--student`` takes any model with the teacher's tokenizer) with token cross-entropy
+through the shared trainer, in the prompt format the suite evaluates with lm-eval (``"Question: {q}\\nAnswer:"``, lm-eval's GSM8K prompt):
 
 - ``answer-only``: the target is `` #### <gold answer>`` only (no rationale), on every
   training question (Ho et al. 2023's "vanilla fine-tuning" baseline of CoT distillation).

@@ -141,8 +141,8 @@ REGISTRY = [{
                    "rationales) scores 0.15, and the 24 answers that leave a step out after "
                    "skip training are all wrong (skip training lifts exact match on the "
                    "training questions from 0.23 to 0.30 while test falls to 0.08: steps "
-                   "dropped where answers were recalled). SemCoT with a 16-layer generator gets 0.13, "
-                   "one item more than teacher-direct. Measurements: "
+                   "dropped where answers were recalled). SemCoT with a 16-layer generator "
+                   "gets 0.13, one item more than teacher-direct. Measurements: "
                    "docs/gsm8k-measurements.md.",
 }]
 
