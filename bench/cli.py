@@ -18,11 +18,10 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.evaluate import add_evaluate_parser, cmd_evaluate
-from bench.suites.base import SCALE_FLAGS
+from bench.suite import SCALE_FLAGS, SuiteMetadata
 
 DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/results"))
 DEFAULT_LEADERBOARDS = Path(os.environ.get("DISTILLBENCH_LEADERBOARDS", "leaderboards"))
-PRESET_CHOICES = ("smoke", "default", "full", "cpu-long")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "generators (instruct); the result's method is custom-<FN>")
     run.add_argument("--suite", required=True, help="suite name (see `bench ls`)")
     run.add_argument("--dataset", help="dataset id within the suite (default: the suite's)")
-    run.add_argument("--preset", choices=PRESET_CHOICES, default="default",
+    run.add_argument("--preset", default="default",
                      help="scale: smoke (minutes), default (CPU budget), full (paper scale, "
-                     "GPUs); cpu-long: a resumable CPU run past the default budget (beir/trec-dl: "
-                     "dear; gsm8k: every method)")
+                     "GPUs); some suites add cpu-long, a resumable CPU run past the default "
+                     "budget (`bench ls --suite S` lists a suite's presets)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--limit", type=int, help="evaluate on at most N items (quick checks)")
     run.add_argument("--teacher", help="teacher model: asset name, HF id or local path")
@@ -109,9 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing result")
 
     ls = sub.add_parser("ls", help="list methods, suites, losses and assets with citations",
-                        description="One line per registered entry, with its citation.")
+                        description="One line per registered entry, with its citation, and "
+                        "the method x suite matrix.")
     ls.add_argument("what", nargs="?", choices=("methods", "suites", "losses", "assets"),
                     help="list only this kind")
+    ls.add_argument("--suite", help="only this suite: its metadata, presets, settings and "
+                    "the methods that run on it")
 
     cmp_ = sub.add_parser("compare", help="mean ± std over seeds and paired significance",
                           description="Collect results of several methods (and seeds) on one "
@@ -123,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--seeds", type=int,
                       help="use seeds 0..N-1 and run the missing ones first (`bench run` "
                       "with --preset; results go to --results)")
-    cmp_.add_argument("--preset", choices=PRESET_CHOICES, default="default",
+    cmp_.add_argument("--preset", default="default",
                       help="preset of the runs --seeds starts, and of the results compared")
     cmp_.add_argument("--teacher", help="--teacher of the runs --seeds starts")
     cmp_.add_argument("--student", help="--student of the runs --seeds starts")
@@ -165,10 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from bench.assets import ASSETS
+    from bench.contracts import check_declarations
     from bench.suites import SUITES
     from methods import METHODS
     from methods.losses import LOSSES
 
+    check_declarations()
+    if args.suite:
+        from bench.listing import print_suite
+
+        print_suite(SUITES.entry(args.suite).meta["metadata"])
+        return 0
     sections = {"methods": METHODS, "suites": SUITES, "losses": LOSSES, "assets": ASSETS}
     for kind, registry in sections.items():
         if args.what and args.what != kind:
@@ -180,33 +189,35 @@ def cmd_ls(args: argparse.Namespace) -> int:
         width = max((len(e.name) for e in entries), default=0)
         for e in entries:
             cite = f"  [{e.citation}]" if e.citation else ""
-            print(f"  {e.name:<{width}}  {e.summary}{cite}")
+            scope = f" ({', '.join(e.meta['suites'])})" if kind == "methods" else ""
+            print(f"  {e.name:<{width}}  {e.summary}{scope}{cite}")
+    if args.what in (None, "methods", "suites"):
+        from bench.listing import print_matrix
+
+        print_matrix()
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.contracts import check_declarations, resolve_recipe
     from bench.results import ResultStore, git_state_at_start
+    from bench.suite import RunOptions
     from bench.suites import SUITES
-    from bench.suites.base import RunOptions
 
-    suite_cls = SUITES.get(args.suite)
-    if args.preset not in suite_cls.presets:
-        raise UsageError(f"--preset {args.preset}: suite {args.suite!r} has presets "
-                         f"{', '.join(suite_cls.presets)}")
-    entry = SUITES.entry(args.suite)
-    allowed = entry.meta.get("methods")
+    metadata = SUITES.entry(args.suite).meta["metadata"]
+    _check_preset(args.preset, metadata)
+    check_declarations()
     loss_fn = loss_name = loss_sha = None
     if args.loss is not None:
-        if allowed is None or "custom-loss" not in allowed:
+        if not metadata.user_loss:
+            users = [e.name for e in SUITES.entries() if e.meta["metadata"].user_loss]
             raise UsageError(f"--loss: suite {args.suite!r} does not train with token-level "
-                             "losses; use a suite that does (instruct)")
+                             f"losses; use a suite that does ({', '.join(users)})")
         from bench.user_loss import load_user_loss
 
         loss_fn, loss_name, loss_sha = load_user_loss(args.loss)
         args.method = f"custom-{loss_name}"
-    elif allowed is not None and args.method not in allowed:
-        raise UsageError(f"method {args.method!r} does not run on suite {args.suite!r}; "
-                         f"choose one of: {', '.join(allowed)}")
+    suite_cls = SUITES.get(args.suite)
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be a positive integer")
     options = RunOptions(
@@ -217,10 +228,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         loss_fn=loss_fn, loss_name=loss_name,
         loss_source={"spec": args.loss, "sha256": loss_sha} if args.loss else None,
     )
+    # Before any work: the method runs on this suite and provides its hook, and every
+    # --set value has the type and range its setting declares.
+    if loss_fn is not None:
+        from methods.token_kd import user_loss_recipe
+
+        recipe = user_loss_recipe(options)
+    else:
+        recipe = resolve_recipe(args.method, args.suite)
+    suite = suite_cls()
+    suite.resolve_settings(options, recipe)
     store = ResultStore(args.out)
     git_state_at_start()
     start = time.perf_counter()
-    records = suite_cls().run(options)
+    records = suite.run(options)
     for record in records:
         path = store.write(record, overwrite=args.overwrite)
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
@@ -234,9 +255,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.results import ResultStore
     from bench.suites import SUITES
 
-    baseline = args.baseline or SUITES.entry(args.suite).meta.get("baseline")
-    if baseline is None:
-        raise UsageError(f"suite {args.suite!r} names no baseline; pass --baseline METHOD")
+    metadata = SUITES.entry(args.suite).meta["metadata"]
+    _check_preset(args.preset, metadata)
+    baseline = args.baseline or metadata.baseline
     if args.seeds is not None:
         if args.seeds < 1:
             raise UsageError("--seeds must be a positive integer")
@@ -254,6 +275,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print(compare(records, **kwargs))
     return 0
+
+
+def _check_preset(preset: str, metadata: SuiteMetadata) -> None:
+    if preset not in metadata.presets:
+        raise UsageError(f"--preset {preset}: suite {metadata.name!r} has presets "
+                         f"{', '.join(metadata.preset_names)}")
 
 
 def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
@@ -286,7 +313,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not args.results.is_dir():
         raise UsageError(f"{args.results}: no such results directory; pass --results DIR")
     override = {"test": args.test} if args.test else {}
-    suites = {e.name: dict(e.meta, title=e.summary, **override) for e in SUITES.entries()}
+    suites = {e.name: {**e.meta, "title": e.summary, **override} for e in SUITES.entries()}
     for path in write_leaderboards(args.results, args.out, suites=suites):
         print(path)
     return 0

@@ -4,5 +4,5 @@ from __future__ import annotations
 
 from bench.registry import Registry
 
-# Entries are "module:attr" strings; bench ls reads name, summary and citation only.
-METHODS: Registry = Registry("method", discover="methods")
+# Entries are "module:attr" strings; bench ls reads name, summary, citation and suites only.
+METHODS: Registry = Registry("method", discover="methods", exclude=("methods.losses",))

@@ -43,10 +43,12 @@ from typing import Any
 
 import torch
 
+from bench.contracts import AlignContext, dataclass_settings
 from methods.dpo import (
+    ALIGN_PRESETS,
     DPO_KEYS,
     POLICY_KEYS,
-    AlignContext,
+    DPOConfig,
     PolicyConfig,
     collate_responses,
     config_from,
@@ -57,19 +59,19 @@ from methods.dpo import (
 )
 
 REGISTRY = [
-    {"name": "aligndistil", "target": "AlignDistil",
+    {"name": "aligndistil", "suites": ["align"], "target": "AlignDistil",
      "summary": "AlignDistil off-policy: adaptive logit extrapolation of DPO vs reverse DPO, "
                 "distilled on the chosen responses (r=10; align)",
      "citation": "Zhang et al. 2025 (AlignDistil), arXiv:2503.02832"},
-    {"name": "aligndistil-on", "target": "AlignDistilOnPolicy",
+    {"name": "aligndistil-on", "suites": ["align"], "target": "AlignDistilOnPolicy",
      "summary": "AlignDistil on-policy: the same teacher on responses sampled from the "
                 "current policy (r=15; align)",
      "citation": "Zhang et al. 2025 (AlignDistil), arXiv:2503.02832"},
-    {"name": "aligndistil-constant", "target": "AlignDistilConstant",
+    {"name": "aligndistil-constant", "suites": ["align"], "target": "AlignDistilConstant",
      "summary": "AlignDistil ablation: constant extrapolation from the reference policy "
                 "(Theorem 1; align)",
      "citation": "Zhang et al. 2025 (AlignDistil), arXiv:2503.02832"},
-    {"name": "aligndistil-contrastive", "target": "AlignDistilContrastive",
+    {"name": "aligndistil-contrastive", "suites": ["align"], "target": "AlignDistilContrastive",
      "summary": "AlignDistil ablation: contrastive DPO reward, constant alpha (align)",
      "citation": "Zhang et al. 2025 (AlignDistil), arXiv:2503.02832"},
 ]
@@ -109,8 +111,11 @@ class AlignDistil:
 
     mode = "adaptive"
     on_policy = False
+    presets = ALIGN_PRESETS
     defaults: dict[str, float] = {"r": 10.0}
     settings_keys = POLICY_KEYS + DISTIL_KEYS + tuple(f"dpo_{k}" for k in DPO_KEYS)
+    setting_specs = dataclass_settings(AlignDistilConfig) + \
+        dataclass_settings(DPOConfig, prefix="dpo_")
     implementation = "full"
 
     def config(self, context: AlignContext) -> AlignDistilConfig:

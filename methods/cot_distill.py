@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.contracts import ReasoningContext, dataclass_settings
 
 FORMAT = 1  # bump when prompts, targets or a training step change meaning
 PROMPT = "Question: {question}\nAnswer:"  # lm-eval gsm8k.yaml doc_to_text
@@ -39,12 +41,19 @@ ANSWER_PROMPT = "\nAnswer:"
 DIRECT_ANSWER_PROMPT = "\nAnswer directly:"
 
 REGISTRY = [
-    {"name": "answer-only", "target": "AnswerOnly",
+    {"name": "answer-only", "suites": ["gsm8k"], "target": "AnswerOnly",
      "summary": "student fine-tuned on gold final answers only (no rationale)",
      "citation": "Ho et al. 2023 (Reasoning Teachers), arXiv:2212.10071"},
-    {"name": "cot-sft", "target": "CoTSFT",
+    {"name": "cot-sft", "suites": ["gsm8k"], "target": "CoTSFT",
      "summary": "student fine-tuned on the teacher's correct full rationales (CoT distillation)",
      "citation": "Ho et al. 2023, arXiv:2212.10071; Magister et al. 2023, arXiv:2212.08410"},
+    {"name": "teacher", "suites": ["gsm8k"], "target": "TeacherRow",
+     "summary": "the (fine-tuned) teacher writing its rationale, no training",
+     "citation": "Allal et al. 2025 (SmolLM2), arXiv:2502.02737"},
+    {"name": "teacher-direct", "suites": ["gsm8k"], "target": "TeacherDirectRow",
+     "summary": "the fine-tuned teacher under its direct-answer prompt (no rationale): "
+                "SemCoT's answer-without-reasoning reference",
+     "citation": "He et al. 2025 (SemCoT), arXiv:2510.24940"},
 ]
 
 
@@ -63,24 +72,6 @@ class ReasoningItem:
     rationale: str = ""  # the teacher's rationale without the #### line; "" if none/wrong
     gold_rationale: str = ""
     teacher_correct: bool = False  # the rationale is usable (teacher right, or gold)
-
-
-@dataclass
-class ReasoningContext:
-    """What a recipe gets from the ``gsm8k`` suite."""
-
-    options: Any
-    settings: dict[str, Any]
-    work_dir: Path
-    teacher_name: str
-    teacher: Any  # float32, eval mode; recipes must not modify it
-    tokenizer: Any
-    train: list[ReasoningItem]
-    dataset_id: str = ""
-    student_name: str | None = None  # --student; default: first-k layers of the teacher
-    direct_prompt: str | None = None  # the teacher's direct-answer prompt, if it has one
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,12 +223,26 @@ def finetune_teacher(base: Any, tokenizer: Any, items: list[ReasoningItem], cfg:
     return model
 
 
+# The training budget of every trained gsm8k recipe per preset, shared so that the
+# students of one preset see the same passes (st_*/cg_*: SemCoT's two stages).
+REASONING_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"epochs": 1, "st_linear_epochs": 1, "st_llm_epochs": 0, "cg_linear_epochs": 1,
+              "cg_llm_epochs": 1},
+    "default": {"cg_linear_epochs": 3, "cg_llm_epochs": 2},
+    "full": {"mixed_precision": "bf16"},
+    "cpu-long": {"student_layers": 16, "epochs": 4, "cwt_epochs": 2, "stt_epochs": 2,
+                 "cg_linear_epochs": 3, "cg_llm_epochs": 2},
+}
+
+
 class _Recipe:
     """Shared parts of the three SFT recipes."""
 
     implementation = "full"
+    presets = REASONING_PRESETS
     settings_keys: tuple[str, ...] = ("student_layers", "freeze_embeddings", "epochs",
                                       "max_steps", "batch_size", "lr", "mixed_precision")
+    setting_specs = dataclass_settings(SFTConfig)
 
     def examples(self, context: ReasoningContext) -> list[Any]:
         raise NotImplementedError
@@ -269,6 +274,8 @@ class AnswerOnly(_Recipe):
 
 
 class CoTSFT(_Recipe):
+    needs_rationales = True  # the suite generates the teacher's rationales first
+
     def examples(self, context: ReasoningContext) -> list[Any]:
         from methods.token_kd import TrainExample
 
@@ -276,3 +283,28 @@ class CoTSFT(_Recipe):
         return [TrainExample(prompt_ids(tok, it.question),
                              [t for u in target_units(tok, it.rationale, it.answer) for t in u])
                 for it in context.train if it.teacher_correct and it.rationale]
+
+
+class TeacherRow:
+    """The ``teacher`` row: the (fine-tuned) teacher itself, no training."""
+
+    implementation = "full"
+    settings_keys: tuple[str, ...] = ()
+
+    def build_model(self, context: Any) -> tuple[Any, str]:
+        return context.teacher, Path(context.teacher_name).name
+
+
+class TeacherDirectRow(TeacherRow):
+    """The ``teacher-direct`` row: the fine-tuned teacher answering under its direct-answer
+    prompt (no rationale): the answer-without-reasoning reference for ``semcot``, whose
+    implicit state goes into this same prompt."""
+
+    def build_model(self, context: Any) -> tuple[Any, str]:
+        from methods.semcot import TeacherAnswers
+
+        if not context.direct_prompt:
+            raise NoTrainingData("the teacher was not fine-tuned with a direct-answer prompt "
+                                 "here (--set teacher_direct=true, arith only)")
+        return (TeacherAnswers(context.teacher, context.tokenizer, context.direct_prompt),
+                f"{Path(context.teacher_name).name}-direct")

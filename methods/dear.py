@@ -65,6 +65,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.contracts import dataclass_settings
+from bench.suite import Setting
+
 # ``--preset cpu-long``: the recipe past the 30-minute default budget (resumable: rerun
 # the same command after an interruption, in this session or a later one). Measured (e4
 # above): a 16-layer student beats BM25 on BoolQ, 0.902 vs 0.859, p = 0.006.
@@ -75,7 +78,7 @@ PARTIAL_NOTE = ("DeAR is partial: the offline default does not yet beat BM25 on 
                 "the real-scale recipe (RankLLaMA or cross-encoder teacher, GPU) has been run "
                 "only offline with tiny models")
 REGISTRY = [{
-    "name": "dear", "target": "DeAR",
+    "name": "dear", "suites": ["beir"], "target": "DeAR",
     "summary": "DeAR: MiniLM teacher distilled into a 4-layer SmolLM2 pointwise reranker "
                "(stage 1), then a LoRA listwise permutation generator on it (stage 2)",
     "citation": "Abdallah et al. 2025 (DeAR), arXiv:2508.16998",
@@ -300,6 +303,23 @@ class DeAR:
                      "student_layers", "lr", "head_lr", "alpha", "temperature", "main",
                      "batch_size", "max_doc_tokens", "stage2", "teacher_scale",
                      "teacher_dtype", *STAGE2_KEYS)
+    own_specs = dataclass_settings(DeARConfig) + (
+        Setting("alpha", "float", DeARConfig.alpha, "KL weight of the stage-1 loss", min=0,
+                max=1),
+        Setting("stage2", "bool", True, "train the listwise stage 2 (dear-l)"),
+        Setting("teacher_dtype", "str", None, "teacher weights (null: as loaded)",
+                choices=("float32", "bfloat16", "float16"), nullable=True),
+        Setting("train_collection", "str", "offline/boolq", "collection DeAR trains on"),
+        Setting("batch_size", "int", 32, "pairs scored per batch", min=1),
+    )
+
+    @property
+    def setting_specs(self) -> tuple[Setting, ...]:
+        """Stage 1's typed keys, then the ``stage2_*`` keys typed by the listwise config
+        field each sets (a property: that config's module imports torch)."""
+        from methods.dear_listwise import ListwiseConfig
+
+        return self.own_specs + dataclass_settings(ListwiseConfig, rename=STAGE2_KEYS)
     # Preset recipes on top of DeARConfig / ListwiseConfig defaults; ``--set`` wins over them.
     presets: dict[str, dict[str, Any]] = {
         "smoke": {"train_queries": 64, "epochs": 1, "stage2_windows": 48},

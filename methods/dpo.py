@@ -37,19 +37,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.contracts import AlignContext, dataclass_settings
+
 REGISTRY = [
-    {"name": "dpo", "target": "DPO",
+    {"name": "dpo", "suites": ["align"], "target": "DPO",
      "summary": "DPO on the suite's preference pairs, LoRA on the reference policy (align)",
      "citation": "Rafailov et al. 2023 (DPO), arXiv:2305.18290"},
-    {"name": "dpo-reverse", "target": "DPOReverse",
+    {"name": "dpo-reverse", "suites": ["align"], "target": "DPOReverse",
      "summary": "DPO with chosen and rejected swapped (AlignDistil's reverse teacher; align)",
      "citation": "Zhang et al. 2025 (AlignDistil), arXiv:2503.02832"},
+    {"name": "sft", "suites": ["align"], "target": "ReferencePolicy",
+     "summary": "the reference policy as is (SmolLM2-135M-Instruct by default), no training",
+     "citation": "Allal et al. 2025 (SmolLM2), arXiv:2502.02737"},
 ]
 TRAIN_FORMAT = 1
 
@@ -62,22 +67,6 @@ class PreferencePair:
     rejected_ids: list[int]
     chosen_reward: float | None = None  # gold reward (None for external data)
     rejected_reward: float | None = None
-
-
-@dataclass
-class AlignContext:
-    """What an ``align`` recipe gets from the suite."""
-
-    options: Any
-    settings: dict[str, Any]
-    work_dir: Path
-    reference_name: str
-    reference: Any  # float32, eval mode; recipes must not modify it
-    tokenizer: Any
-    pairs: list[PreferencePair]
-    prompts: list[list[int]]  # training prompts (chat-rendered ids), for on-policy recipes
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)  # recorded in the results
 
 
 @dataclass
@@ -101,6 +90,13 @@ class DPOConfig(PolicyConfig):
 
 
 POLICY_KEYS = tuple(f for f in PolicyConfig.__dataclass_fields__ if f != "seed")
+# The budget of every trained align recipe per preset (``dpo_*``: AlignDistil's DPO teachers).
+ALIGN_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"max_steps": 4, "dpo_max_steps": 4},
+    "full": {"lora_r": 0, "lr": 1e-6, "epochs": 1, "batch_size": 2, "grad_accum": 64,
+             "dpo_lora_r": 0, "dpo_lr": 1e-6, "dpo_epochs": 1, "dpo_batch_size": 2,
+             "dpo_grad_accum": 64},
+}
 DPO_KEYS = POLICY_KEYS + ("beta",)
 
 
@@ -301,6 +297,8 @@ class ReferencePolicy:
 
 class DPO:
     settings_keys = DPO_KEYS
+    setting_specs = dataclass_settings(DPOConfig)
+    presets = ALIGN_PRESETS
     implementation = "full"
     reverse = False
 

@@ -33,10 +33,12 @@ from typing import Any
 
 import torch
 
-from methods.token_kd import InstructContext, KDConfig, TokenKD, TrainExample, collate
+from bench.contracts import InstructContext
+from bench.suite import Setting
+from methods.token_kd import KDConfig, TokenKD, TrainExample, collate
 
 REGISTRY = [{
-    "name": "mgsr", "target": "MGSR",
+    "name": "mgsr", "suites": ["instruct"], "target": "MGSR",
     "summary": "MGSR: SFT + DAC-KL (learned quantile clipping) + span loss, with SCRG "
                "sequence revision (interpretations documented)",
     "citation": "Liu et al. 2024 (MGSR), arXiv:2407.10068",
@@ -142,6 +144,11 @@ def _revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[int]]
 class MGSR(TokenKD):
     loss = "mgsr"
     settings_keys = (*TokenKD.settings_keys, "scrg_fraction", "span_distance")
+    setting_specs = TokenKD.setting_specs + (
+        Setting("scrg_fraction", "float", 0.2, "share of steps with SCRG revision", min=0,
+                max=1),
+        Setting("span_distance", "str", "l2", "distance of the span loss",
+                choices=("l2", "kl")))
 
     def build_model(self, context: InstructContext) -> tuple[Any, str]:
         self.context = context

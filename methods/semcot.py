@@ -68,8 +68,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.contracts import dataclass_settings
+from methods.cot_distill import REASONING_PRESETS
+
 REGISTRY = [{
-    "name": "semcot", "target": "SemCoT",
+    "name": "semcot", "suites": ["gsm8k"], "target": "SemCoT",
     "summary": "implicit CoT: a LoRA generator emits K states into the frozen teacher, "
                "aligned to the reasoning by a contrastive sentence encoder",
     "citation": "He et al. 2025 (SemCoT), arXiv:2510.24940",
@@ -306,6 +309,9 @@ class SemCoT:
 
     implementation = "full"
     settings_keys = tuple(SemCoTConfig.__dataclass_fields__)
+    setting_specs = dataclass_settings(SemCoTConfig)
+    needs_rationales = True
+    presets = REASONING_PRESETS
 
     def config(self, settings: dict[str, Any]) -> SemCoTConfig:
         return SemCoTConfig(**{k: v for k, v in settings.items()

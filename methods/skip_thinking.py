@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
+from bench.contracts import ReasoningContext, dataclass_settings
 from methods.cot_distill import (
     CoTSFT,
-    ReasoningContext,
     _Recipe,
     data_key,
     initial_student,
@@ -46,10 +46,10 @@ from methods.cot_distill import (
 )
 
 REGISTRY = [
-    {"name": "skip-thinking", "target": "SkipThinking",
+    {"name": "skip-thinking", "suites": ["gsm8k"], "target": "SkipThinking",
      "summary": "chunk-wise CoT distillation, then learning to skip unneeded middle chunks",
      "citation": "Chen et al. 2025 (Skip-Thinking), arXiv:2505.18642"},
-    {"name": "skip-thinking-cwt", "target": "ChunkWiseOnly",
+    {"name": "skip-thinking-cwt", "suites": ["gsm8k"], "target": "ChunkWiseOnly",
      "summary": "ablation: Skip-Thinking's chunk-wise training stage alone (no skipping)",
      "citation": "Chen et al. 2025 (Skip-Thinking), arXiv:2505.18642"},
 ]
@@ -173,6 +173,7 @@ def cached_skippable(cwt_dir: Path, model: Any, tokenizer: Any,
 
 class SkipThinking(CoTSFT):
     settings_keys = _Recipe.settings_keys + tuple(SkipConfig.__dataclass_fields__)
+    setting_specs = _Recipe.setting_specs + dataclass_settings(SkipConfig)
     skip_stage = True  # False: stop after chunk-wise training (``skip-thinking-cwt``)
 
     def build_model(self, context: ReasoningContext) -> tuple[Any, str]:

@@ -40,52 +40,38 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from bench.contracts import SpecContext, dataclass_settings
 from bench.errors import UsageError
 from methods.spec_features import FeatureStore, data_key, head_batch, target_features
 
 TRAIN_FORMAT = 1
 
 REGISTRY = [
-    {"name": "ar", "target": "Plain",
+    {"name": "ar", "suites": ["specbench"], "target": "Plain",
      "summary": "plain autoregressive decoding of the target (specbench's reference: "
                 "speedup 1 up to timing noise, tau 1)",
      "citation": "Xia et al. 2024 (Spec-Bench), arXiv:2401.07851"},
-    {"name": "draft-lm", "target": "DraftLM",
+    {"name": "draft-lm", "suites": ["specbench"], "target": "DraftLM",
      "summary": "speculative decoding with a small draft LM: the target's first 4 layers, "
                 "KD-trained (forward KL) on the target's responses (specbench)",
      "citation": "Leviathan et al. 2023, arXiv:2211.17192; Chen et al. 2023, "
                  "arXiv:2302.01318"},
-    {"name": "eagle", "target": "Eagle",
+    {"name": "eagle", "suites": ["specbench"], "target": "Eagle",
      "summary": "EAGLE feature-level draft head: fc([embedding; feature]) + one decoder "
                 "layer over the frozen target's embedding/LM head (specbench)",
      "citation": "Li et al. 2024 (EAGLE), arXiv:2401.15077; EAGLE-2, arXiv:2406.16858"},
-    {"name": "fspad", "target": "FSPAD",
+    {"name": "fspad", "suites": ["specbench"], "target": "FSPAD",
      "summary": "FSPAD: EAGLE-style head with feature sampling (embedding-gated SwiGLU) and "
                 "partial alignment distillation (feature half + logit half) (specbench)",
      "citation": "Gui et al. 2024 (FSPAD), arXiv:2408.15562"},
 ]
-
-
-@dataclass
-class SpecContext:
-    """What a draft recipe gets from the ``specbench`` suite."""
-
-    options: Any
-    settings: dict[str, Any]
-    work_dir: Path
-    target_name: str
-    target: Any  # float32, eval mode; recipes must not modify it
-    tokenizer: Any
-    train: list[Any]  # methods.token_kd.TrainExample: prompt ids, response ids, top-k logits
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)  # recorded in the results
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -111,15 +97,22 @@ class DraftLMConfig:
     mixed_precision: str = "bf16"
 
 
+# The training budget of every trained draft per preset (kd_epochs: the draft LM's KD).
+SPEC_PRESETS: dict[str, dict[str, Any]] = {"smoke": {"epochs": 1, "kd_epochs": 1}}
+
+
 class DraftLM:
     """``draft-lm``: the target's first ``draft_layers`` layers, KD-trained (forward KL)."""
 
     settings_keys = tuple(DraftLMConfig.__dataclass_fields__)
+    setting_specs = dataclass_settings(DraftLMConfig)
+    presets = SPEC_PRESETS
     needs_training_data = True
 
     def build_draft(self, context: SpecContext) -> tuple[Any, str]:
+        from bench.contracts import InstructContext
         from bench.specdec import LMDraft
-        from methods.token_kd import ForwardKL, InstructContext, build_student
+        from methods.token_kd import ForwardKL, build_student
 
         cfg = DraftLMConfig(**{k: context.settings[k] for k in self.settings_keys
                                if k in context.settings})
@@ -147,8 +140,8 @@ class DraftLM:
         if not context.train or context.train[0].topk_values is None:
             kd_settings["teacher_logits"] = "online"  # reference responses: no top-k cache
         kd = InstructContext(options=context.options, settings=kd_settings,
-                             work_dir=context.work_dir, teacher_name=context.target_name,
-                             teacher=context.target, tokenizer=context.tokenizer,
+                             work_dir=context.work_dir, base_name=context.target_name,
+                             base=context.target, tokenizer=context.tokenizer,
                              train=context.train)
         model, _ = ForwardKL().build_model(kd)
         context.config["kd"] = kd.config
@@ -184,6 +177,8 @@ class FeatureHeadRecipe:
     kind = "eagle"
     paper_lr = 3e-5
     settings_keys = tuple(f for f in HeadTrainConfig.__dataclass_fields__ if f != "seed")
+    setting_specs = dataclass_settings(HeadTrainConfig)
+    presets = SPEC_PRESETS
     needs_training_data = True
 
     def config(self, context: SpecContext) -> HeadTrainConfig:
@@ -295,14 +290,3 @@ class Eagle(FeatureHeadRecipe):
 class FSPAD(FeatureHeadRecipe):
     kind = "fspad"
     paper_lr = 5e-5
-
-
-def recipe_for(method: str) -> Any:
-    """The draft recipe of ``method``, or a usage error for methods of other suites."""
-    from methods import METHODS
-
-    recipe = METHODS.get(method)()
-    if not hasattr(recipe, "build_draft"):
-        raise UsageError(f"method {method!r} does not build a speculative-decoding draft; "
-                         "use ar, draft-lm, eagle or fspad")
-    return recipe

@@ -35,34 +35,37 @@ from typing import Any
 
 import torch
 
+from bench.contracts import InstructContext, dataclass_settings
+from bench.suite import Setting
+
 TRAIN_FORMAT = 2  # 2: top-k cache compared on top-k + rest with the full student softmax
 
 REGISTRY = [
-    {"name": "teacher", "target": "Teacher",
+    {"name": "teacher", "suites": ["instruct"], "target": "Teacher",
      "summary": "the teacher itself (SmolLM2-135M-Instruct by default), no training",
      "citation": "Allal et al. 2025 (SmolLM2), arXiv:2502.02737"},
-    {"name": "student-init", "target": "StudentInit",
+    {"name": "student-init", "suites": ["instruct"], "target": "StudentInit",
      "summary": "the student before any training (teacher's first k layers)",
      "citation": "Sanh et al. 2019 (DistilBERT layer init), arXiv:1910.01108"},
-    {"name": "sft", "target": "SFT",
+    {"name": "sft", "suites": ["instruct"], "target": "SFT",
      "summary": "student fine-tuned on the teacher's responses (sequence-level KD)",
      "citation": "Kim & Rush 2016, arXiv:1606.07947"},
-    {"name": "fkl", "target": "ForwardKL", "loss": "fkl",
+    {"name": "fkl", "suites": ["instruct"], "target": "ForwardKL", "loss": "fkl",
      "summary": "token-level forward KL to the teacher (Hinton KD)",
      "citation": "Hinton et al. 2015, arXiv:1503.02531"},
-    {"name": "rkl", "target": "ReverseKL", "loss": "rkl",
+    {"name": "rkl", "suites": ["instruct"], "target": "ReverseKL", "loss": "rkl",
      "summary": "token-level reverse KL to the teacher",
      "citation": "Gu et al. 2024 (MiniLLM), arXiv:2306.08543"},
-    {"name": "jsd", "target": "JSD", "loss": "jsd",
+    {"name": "jsd", "suites": ["instruct"], "target": "JSD", "loss": "jsd",
      "summary": "token-level generalized JSD (beta 0.5)",
      "citation": "Agarwal et al. 2024 (GKD), arXiv:2306.13649"},
-    {"name": "skew_fkl", "target": "SkewForwardKL", "loss": "skew_fkl",
+    {"name": "skew_fkl", "suites": ["instruct"], "target": "SkewForwardKL", "loss": "skew_fkl",
      "summary": "token-level skew forward KL (alpha 0.1)",
      "citation": "Ko et al. 2024 (DistiLLM), arXiv:2402.03898"},
-    {"name": "skew_rkl", "target": "SkewReverseKL", "loss": "skew_rkl",
+    {"name": "skew_rkl", "suites": ["instruct"], "target": "SkewReverseKL", "loss": "skew_rkl",
      "summary": "token-level skew reverse KL (alpha 0.1)",
      "citation": "Ko et al. 2024 (DistiLLM), arXiv:2402.03898"},
-    {"name": "tvd", "target": "TVD", "loss": "tvd",
+    {"name": "tvd", "suites": ["instruct"], "target": "TVD", "loss": "tvd",
      "summary": "token-level total variation distance",
      "citation": "Wen et al. 2023 (f-divergence KD), arXiv:2307.15190"},
 ]
@@ -75,21 +78,6 @@ class TrainExample:
     topk_values: torch.Tensor | None = None  # [len(response_ids), k]
     topk_indices: torch.Tensor | None = None
     topk_lse: torch.Tensor | None = None  # [len(response_ids)] teacher log-normaliser
-
-
-@dataclass
-class InstructContext:
-    """What a recipe gets from a generation suite."""
-
-    options: Any
-    settings: dict[str, Any]
-    work_dir: Path
-    teacher_name: str
-    teacher: Any  # float32, eval mode; recipes must not modify it
-    tokenizer: Any
-    train: list[TrainExample]
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)  # recorded in the results
 
 
 @dataclass
@@ -162,6 +150,11 @@ class TokenKD:
     settings_keys = ("student_layers", "freeze_embeddings", "epochs", "max_steps",
                      "batch_size", "lr", "temperature", "ce_weight", "teacher_logits",
                      "chunk_size", "mixed_precision", "beta", "alpha")
+    # beta/alpha: the loss's own mixing weight (jsd, skew_*), passed to it when set.
+    setting_specs = dataclass_settings(KDConfig) + (
+        Setting("beta", "float", None, min=0, max=1, nullable=True),
+        Setting("alpha", "float", None, min=0, max=1, nullable=True))
+    presets: dict[str, dict[str, Any]] = {"smoke": {"max_steps": 12}}
     implementation = "full"
 
     def __init__(self, loss_fn: Callable[..., torch.Tensor] | None = None,
@@ -313,6 +306,7 @@ class Teacher:
 
 class StudentInit:
     settings_keys = ("student_layers",)
+    setting_specs = tuple(s for s in TokenKD.setting_specs if s.name == "student_layers")
 
     def build_model(self, context: InstructContext) -> tuple[Any, str]:
         layers = int(context.settings.get("student_layers", KDConfig.student_layers))
@@ -320,17 +314,6 @@ class StudentInit:
             f"{Path(context.teacher_name).name}-{layers}L"
 
 
-def recipe_for(options: Any) -> Any:
-    """The recipe object for ``options.method`` (a user loss when ``options.loss_fn``)."""
-    from methods import METHODS
-
-    loss_fn = getattr(options, "loss_fn", None)
-    if loss_fn is not None:
-        return TokenKD(loss_fn, name=getattr(options, "loss_name", "custom"))
-    recipe = METHODS.get(options.method)()
-    if not hasattr(recipe, "build_model"):
-        from bench.errors import UsageError
-
-        raise UsageError(f"method {options.method!r} does not train a generator; see "
-                         "`bench ls methods`")
-    return recipe
+def user_loss_recipe(options: Any) -> TokenKD:
+    """The recipe of ``bench run --loss file.py:fn``: :class:`TokenKD` with the user's loss."""
+    return TokenKD(options.loss_fn, name=options.loss_name or "custom")

@@ -36,19 +36,20 @@ from typing import Any
 
 import torch
 
+from bench.suite import Setting
 from methods.vision_kd import HintonKD, VisionConfig, forward_tokens
 
 REGISTRY = [
-    {"name": "trg", "target": "TRG",
+    {"name": "trg", "suites": ["imagenet-lt"], "target": "TRG",
      "summary": "TRG: KD + token graph (kNN, KL), token InfoNCE and contextual-map losses",
      "citation": "Zhang et al. 2023 (TRG), arXiv:2306.12442"},
-    {"name": "trg-no-inner", "target": "TRGNoInner",
+    {"name": "trg-no-inner", "suites": ["imagenet-lt"], "target": "TRGNoInner",
      "summary": "TRG ablation without the contextual (inner) loss",
      "citation": "Zhang et al. 2023 (TRG), arXiv:2306.12442"},
-    {"name": "trg-no-local", "target": "TRGNoLocal",
+    {"name": "trg-no-local", "suites": ["imagenet-lt"], "target": "TRGNoLocal",
      "summary": "TRG ablation without the local graph loss",
      "citation": "Zhang et al. 2023 (TRG), arXiv:2306.12442"},
-    {"name": "trg-no-global", "target": "TRGNoGlobal",
+    {"name": "trg-no-global", "suites": ["imagenet-lt"], "target": "TRGNoGlobal",
      "summary": "TRG ablation without the global InfoNCE loss",
      "citation": "Zhang et al. 2023 (TRG), arXiv:2306.12442"},
 ]
@@ -56,6 +57,7 @@ REGISTRY = [
 TRG_DEFAULTS: dict[str, Any] = {"inner_weight": 100.0, "local_weight": 100.0,
                                 "global_weight": 0.1, "knn_k": 8, "tokens_per_image": 4,
                                 "tau_start": 0.5, "tau_end": 0.07}
+INT_KEYS = ("knn_k", "tokens_per_image")  # counts: at least 1
 
 
 class _StudentWithProjection(torch.nn.Module):
@@ -70,6 +72,9 @@ class _StudentWithProjection(torch.nn.Module):
 class TRG(HintonKD):
     drop: str | None = None  # the term an ablation switches off
     settings_keys = HintonKD.settings_keys + tuple(TRG_DEFAULTS)
+    setting_specs = HintonKD.setting_specs + tuple(
+        Setting(k, "int" if isinstance(v, int) else "float", v, min=1 if k in INT_KEYS else 0)
+        for k, v in TRG_DEFAULTS.items())
 
     def extra_keys(self) -> tuple[str, ...]:
         return tuple(TRG_DEFAULTS)

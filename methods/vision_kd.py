@@ -34,13 +34,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.contracts import VisionContext, dataclass_settings
+
 REGISTRY = [
-    {"name": "ce", "target": "CrossEntropy",
+    {"name": "ce", "suites": ["imagenet-lt"], "target": "CrossEntropy",
      "summary": "image student trained alone with cross-entropy (no distillation)",
      "citation": "Dosovitskiy et al. 2021 (ViT), arXiv:2010.11929"},
-    {"name": "kd", "target": "HintonKD",
+    {"name": "kd", "suites": ["imagenet-lt"], "target": "HintonKD",
      "summary": "image student with Hinton KD (0.1 CE + 0.9 T^2 KL, T=4)",
      "citation": "Hinton et al. 2015, arXiv:1503.02531"},
+    {"name": "teacher", "suites": ["imagenet-lt"], "target": "TeacherTraining",
+     "summary": "the ViT teacher trained with cross-entropy on the long-tailed set",
+     "citation": "Dosovitskiy et al. 2021 (ViT), arXiv:2010.11929"},
 ]
 
 VIT_SIZES: dict[str, dict[str, int]] = {
@@ -71,22 +76,6 @@ class VisionConfig:
     checkpoint_every: int = 100
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific (TRG weights)
-
-
-@dataclass
-class VisionContext:
-    """What the suite hands a recipe: data, settings, where to keep checkpoints."""
-
-    train: Any  # ImageArrays-like: labels, ids, classes, batch(indices)
-    num_classes: int
-    image_size: int
-    channels: int
-    settings: dict[str, Any]
-    work_dir: Path
-    seed: int = 0
-    teacher: Any = None
-    teacher_name: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 def build_vit(name: str, *, image_size: int, channels: int, num_classes: int,
@@ -162,6 +151,14 @@ class CrossEntropy:
     uses_teacher = False
     settings_keys = ("student", "epochs", "batch_size", "lr", "weight_decay", "max_shift",
                      "flip", "mixed_precision", "checkpoint_every")
+    setting_specs = dataclass_settings(VisionConfig, exclude=("seed", "extra")) + \
+        dataclass_settings(VisionConfig, rename={"student": "model"})
+    # Every image recipe (and the teacher, which reads teacher_* instead) at one budget.
+    presets: dict[str, dict[str, Any]] = {
+        "smoke": {"epochs": 1}, "default": {"epochs": 20},
+        "full": {"epochs": 90, "batch_size": 256, "lr": 5e-4, "mixed_precision": "bf16",
+                 "student": "facebook/deit-tiny-patch16-224"},
+    }
     implementation = "full"
 
     def config(self, context: VisionContext) -> VisionConfig:
@@ -254,12 +251,23 @@ class HintonKD(CrossEntropy):
 
 
 class TeacherTraining(CrossEntropy):
-    """The teacher: trained with cross-entropy on the same long-tailed set."""
+    """The teacher: trained with cross-entropy on the same long-tailed set.
 
+    The suite trains it (:meth:`train_teacher`) before every recipe that ``uses_teacher``;
+    as the ``teacher`` row it is that same model, evaluated as it is.
+    """
+
+    uses_teacher = True
     settings_keys = ("teacher_model", "teacher_epochs")
+
+    def train_teacher(self, context: VisionContext) -> Any:
+        return CrossEntropy.build_model(self, context)[0]
+
+    def build_model(self, context: VisionContext) -> tuple[Any, str]:
+        return context.teacher, Path(self.config(context).model).name
 
     def config(self, context: VisionContext) -> VisionConfig:
         # Independent of the students' settings, so every student run shares one teacher.
         s = context.settings
-        return VisionConfig(model=s.get("teacher_model", "vit-128x4"),
-                            epochs=int(s.get("teacher_epochs", VisionConfig.epochs)), seed=0)
+        return VisionConfig(model=s.get("teacher_model") or "vit-128x4",
+                            epochs=int(s.get("teacher_epochs") or VisionConfig.epochs), seed=0)

@@ -33,7 +33,8 @@ def test_help_on_every_subcommand(argv, capsys):
         ([], "required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["run", "--suite", "beir"], "--method"),
-        (["run", "--method", "dear", "--suite", "beir", "--preset", "huge"], "invalid choice"),
+        (["run", "--method", "dear", "--suite", "beir", "--preset", "huge"],
+         "--preset huge: suite 'beir' has presets smoke, default, full, cpu-long"),
         (["run", "--method", "dear", "--suite", "beir", "--seed", "x"], "invalid int value"),
         (["run", "--method", "dear", "--suite", "bier"], "unknown suite 'bier'"),
         (["run", "--method", "m", "--suite", "s", "--set", "novalue"], "KEY=VALUE"),
@@ -53,9 +54,9 @@ def test_usage_errors_exit_2_with_one_line(argv, fragment, capsys):
 
 
 def test_compare_without_results_is_usage_error(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "compare", "--suite", "toy", "--methods", "a,b",
+    code, _, err = run_cli(capsys, "compare", "--suite", "instruct", "--methods", "a,b",
                            "--baseline", "a", "--results", str(tmp_path))
-    assert code == 2 and "no results for suite 'toy'" in err
+    assert code == 2 and "no results for suite 'instruct'" in err
 
 
 def test_parser_records_overrides():

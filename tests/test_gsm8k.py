@@ -340,17 +340,18 @@ def test_batched_answers_equal_batch_one_and_only_the_subset_is_timed(tmp_path):
 
 
 def test_cpu_long_preset_is_the_arith_learning_recipe_and_set_overrides_it():
-    from bench.suites.base import RunOptions
-    from bench.suites.gsm8k import GSM8KSuite, _recipe
+    from bench.contracts import resolve_recipe
+    from bench.suite import RunOptions
+    from bench.suites.gsm8k import GSM8KSuite
     from methods.cot_distill import sft_config
 
     suite = GSM8KSuite()
     options = RunOptions(method="cot-sft", preset="cpu-long", overrides={"epochs": 3})
-    settings = suite.settings(options, _recipe("cot-sft"))
+    settings = suite.settings(options, resolve_recipe("cot-sft", "gsm8k"))
     assert [d.id for d in suite._datasets(options, settings)] == ["offline/arith-2x2-digits"]
     cfg = sft_config(settings, 0)
     assert (cfg.student_layers, cfg.epochs, settings["n_train"]) == (16, 3, 1200)
-    default = suite.settings(RunOptions(method="cot-sft"), _recipe("cot-sft"))
+    default = suite.settings(RunOptions(method="cot-sft"), resolve_recipe("cot-sft", "gsm8k"))
     assert "student_layers" not in default and default["n_train"] == 300
     assert "cpu-long" in GSM8KSuite.presets
 

@@ -87,7 +87,7 @@ def test_lazy_entry_must_name_an_attribute():
     with pytest.raises(ValueError, match="module:attr"):
         reg.register("x", "just_a_module")
     reg.register("y", "collections:NoSuchThing")
-    with pytest.raises(ImportError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         reg.get("y")
 
 
@@ -103,7 +103,7 @@ def test_discovery_reads_literal_without_import(tmp_path, monkeypatch):
     (pkg / "_private.py").write_text('REGISTRY = [{"name": "hidden", "target": "X"}]\n')
     (pkg / "helper.py").write_text("x = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    reg: Registry = Registry("suite", discover="discover_pkg_for_test")
+    reg: Registry = Registry("method", discover="discover_pkg_for_test")
     assert reg.names() == ["alpha"]
     entry = reg.entry("alpha")
     assert entry.target == "discover_pkg_for_test.alpha:Alpha"
@@ -119,6 +119,6 @@ def test_discovery_rejects_non_literal(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "m.py").write_text("NAME = 'x'\nREGISTRY = [{'name': NAME, 'target': 'X'}]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    reg: Registry = Registry("suite", discover="discover_bad_pkg")
+    reg: Registry = Registry("method", discover="discover_bad_pkg")
     with pytest.raises(ValueError, match="literal"):
         reg.names()

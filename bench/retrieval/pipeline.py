@@ -19,12 +19,11 @@ cpu-long   200           20     the offline stand-ins; the method's longer CPU r
 full       all           100    the real benchmarks (needs DISTILLBENCH_ONLINE=1)
 =========  ============  =====  ====================================================
 
-Method hook: a method registered in ``methods`` provides ``build_reranker(context:
-RetrievalContext) -> (reranker | None, model name)``, a pointwise or listwise reranker
-(``bench.retrieval.rerank``) or ``None`` to keep the BM25 candidates, or
-``build_rerankers(context) -> [(row name, reranker | None, model name), ...]`` when one run
-yields several leaderboard rows (DeAR: the undistilled student, DeAR-P, ...). It may list
-extra ``--set`` keys in ``settings_keys``. Each row records its reranking seconds per
+Method hook (:class:`bench.contracts.RerankerRecipe`): ``build_rerankers(context:
+RetrievalContext) -> [(row name, reranker | None, model name), ...]``, one row per
+leaderboard row the run yields (DeAR: the undistilled student, DeAR-P, DeAR-L); a reranker
+is pointwise or listwise (``bench.retrieval.rerank``), ``None`` keeps the BM25 candidates.
+It may list extra ``--set`` keys in ``settings_keys``. Each row records its reranking seconds per
 query. The baselines live in ``methods/retrieval_baselines.py``: ``bm25``, ``minilm``,
 ``rerank-teacher`` (the teacher row: whatever ``--teacher`` names, resolved by
 ``bench.retrieval.teachers.load_teacher_reranker`` exactly as DeAR resolves its teacher)
@@ -34,37 +33,16 @@ and ``llm-zeroshot``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from bench.contracts import RetrievalContext, resolve_recipe
 from bench.errors import UsageError
 from bench.retrieval.collections import Collection, load_collection
-from bench.suites.base import RunOptions, Suite, apply_overrides
+from bench.suite import RunOptions, Suite
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"n_queries": 25, "depth": 10},
-    "default": {"n_queries": 200, "depth": 20},
-    "full": {"n_queries": None, "depth": 100},
-}
-# The default's protocol (the same dict, so they cannot drift apart) for a method's longer
-# training recipe (its own ``presets["cpu-long"]``): its rows pair with the default rows.
-PRESETS["cpu-long"] = PRESETS["default"]
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 K1, B, CANDIDATES = 0.9, 0.4, 100
-
-
-@dataclass
-class RetrievalContext:
-    """What a method's ``build_reranker`` gets: data to train on and where to keep state."""
-
-    collection: Collection
-    options: RunOptions
-    settings: dict[str, Any]
-    work_dir: Path
-    bm25: Any  # callable(collection, queries) -> BM25 top-100 run (hard negatives for training)
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)  # recorded in the result
 
 
 def _sample(queries: dict[str, str], n: int | None) -> dict[str, str]:
@@ -75,36 +53,23 @@ def _sample(queries: dict[str, str], n: int | None) -> dict[str, str]:
 class RetrievalSuite(Suite):
     """A reranking suite; subclasses set the metadata and the dataset lists."""
 
-    main_score: ClassVar[str] = "ndcg@10"
-    baseline: ClassVar[str] = "bm25"
-    offline_datasets: ClassVar[tuple[str, ...]] = ()
-    presets: ClassVar[tuple[str, ...]] = (*Suite.presets, "cpu-long")
-    real_datasets: ClassVar[tuple[str, ...]] = ()
-
     def dataset_ids(self, options: RunOptions) -> list[str]:
         if options.dataset:
             return [options.dataset]
-        return list(self.real_datasets if options.preset == "full" else self.offline_datasets)
-
-    @staticmethod
-    def _recipe(method: str) -> Any:
-        from methods import METHODS
-
-        recipe = METHODS.get(method)()
-        if not (hasattr(recipe, "build_reranker") or hasattr(recipe, "build_rerankers")):
-            raise UsageError(f"method {method!r} does not provide a reranker for retrieval "
-                             "suites; see `bench ls methods`")
-        return recipe
+        offline = options.preset != "full"  # the real benchmarks at full scale
+        return [d.id for d in self.datasets if (d.stands_in_for is not None) == offline]
 
     def settings(self, options: RunOptions) -> dict[str, Any]:
-        settings = dict(PRESETS[options.preset])
-        recipe = self._recipe(options.method)
-        if options.preset == "cpu-long" and "cpu-long" not in getattr(recipe, "presets", {}):
+        from bench.contracts import recipe_option
+
+        recipe = resolve_recipe(options.method, self.name)
+        if options.preset == "cpu-long" and "cpu-long" not in recipe_option(recipe, "presets"):
             raise UsageError(f"--preset cpu-long: method {options.method!r} has no longer CPU "
                              "recipe on this suite; use --preset default (cpu-long exists here for: dear)")
-        known = {"n_queries", "depth", "window", "stride",
-                 *getattr(recipe, "settings_keys", ())}
-        apply_overrides(settings, options, known, self.name)
+        # The recipe overlays its own preset recipe (DeAR: recipe_settings); the record's
+        # settings are the protocol's and the user's.
+        own = {s.name for s in self.metadata.settings} | set(options.overrides)
+        settings = {k: v for k, v in self.resolve_settings(options, recipe).items() if k in own}
         if options.limit is not None:
             settings["n_queries"] = options.limit
         return settings
@@ -128,13 +93,10 @@ class RetrievalSuite(Suite):
         qrels = {q: qrels_all[q] for q in queries}
         work_dir = Path(options.work_dir or cache_dir() / "runs")
         candidates = self._bm25(collection, queries, work_dir)
-        context = RetrievalContext(collection, options, settings, work_dir,
+        context = RetrievalContext(collection=collection, options=options, settings=settings,
+                                   work_dir=work_dir,
                                    bm25=lambda c, qs: self._bm25(c, qs, work_dir))
-        recipe = self._recipe(options.method)
-        if hasattr(recipe, "build_rerankers"):  # one method, several leaderboard rows
-            rows = recipe.build_rerankers(context)
-        else:
-            rows = [(options.method, *recipe.build_reranker(context))]
+        rows = resolve_recipe(options.method, self.name).build_rerankers(context)
         setup_seconds = time.perf_counter() - start
         dataset = {"id": collection.id, "checksum": collection.checksum("test"), "split": "test",
                    "offline_stand_in": collection.offline_stand_in,

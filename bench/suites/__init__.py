@@ -1,13 +1,14 @@
-"""Suite registry, discovered from ``bench/suites/<suite>.py`` files without importing them.
+"""Suite registry, discovered without importing any suite.
 
-A suite file declares ``REGISTRY = [{"name": "beir", "target": "BeirSuite", "summary": ...,
-"citation": ..., "baseline": "bm25", "main_score": "ndcg@10"}]``; the extra keys are cheap
-metadata that ``bench ls`` and the leaderboard read without importing torch or pyserini.
+Every module under ``bench/`` that declares ``NAME = SuiteMetadata(...)`` and a ``Suite``
+subclass with ``metadata = NAME`` is a suite (see :mod:`bench.suite`), as is every suite in
+a plug-in (:mod:`bench.plugins`). Each entry's ``meta`` is its metadata's
+``leaderboard_meta()``, with the :class:`~bench.suite.SuiteMetadata` under ``"metadata"``.
 """
 
 from __future__ import annotations
 
 from bench.registry import Registry
-from bench.suites.base import Suite
+from bench.suite import Suite
 
-SUITES: Registry[type[Suite]] = Registry("suite", base=Suite, discover="bench.suites")
+SUITES: Registry[type[Suite]] = Registry("suite", base=Suite, discover="bench")

@@ -69,55 +69,69 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.contracts import AlignContext, recipe_option, resolve_recipe
 from bench.errors import UsageError
-from bench.suites.base import (
+from bench.suite import (
     DatasetSpec,
     RunOptions,
+    Setting,
     Suite,
-    apply_overrides,
+    SuiteMetadata,
     attach_baseline_bootstrap,
-    suite_recipe,
 )
 from bench.suites.instruct import Item, split
 
-REGISTRY = [{
-    "name": "align", "target": "AlignSuite",
-    "summary": "preference alignment: win rate and gold reward vs the reference policy, KL "
-               "to it (offline: NQ-open, TruthfulQA, NarrativeQA with a MiniLM gold reward)",
-    "citation": "Rafailov et al. 2023 (DPO), arXiv:2305.18290; Zhang et al. 2025 "
-                "(AlignDistil), arXiv:2503.02832",
-    "baseline": "dpo", "main_score": "win_rate",
-    "methods": ["sft", "dpo", "dpo-reverse", "aligndistil", "aligndistil-on",
-                "aligndistil-constant", "aligndistil-contrastive"],
-    "plot": "bench.plots:reward_kl_frontier", "test": "bootstrap",
-    "description": "Offline default (CPU budget): SmolLM2-135M-Instruct is the reference "
-                   "policy (`sft` row); preference pairs are the best/worst of 4 samples per "
-                   "training prompt under a gold reward (MiniLM cosine to the reference "
-                   "answers). Win rate is against the reference policy's greedy responses "
-                   "(ties 0.5) under the same gold reward; KL is per token to the reference "
-                   "policy. The plot shows gold reward against KL per method.",
-}]
+METADATA = SuiteMetadata(
+    name="align", version="1", family="align",
+    summary="preference alignment: win rate and gold reward vs the reference policy, KL "
+            "to it (offline: NQ-open, TruthfulQA, NarrativeQA with a MiniLM gold reward)",
+    citation="Rafailov et al. 2023 (DPO), arXiv:2305.18290; Zhang et al. 2025 "
+             "(AlignDistil), arXiv:2503.02832",
+    main_score="win_rate", baseline="dpo", test="bootstrap",
+    plot="bench.plots:reward_kl_frontier",
+    description="Offline default (CPU budget): SmolLM2-135M-Instruct is the reference "
+                "policy (`sft` row); preference pairs are the best/worst of 4 samples per "
+                "training prompt under a gold reward (MiniLM cosine to the reference "
+                "answers). Win rate is against the reference policy's greedy responses "
+                "(ties 0.5) under the same gold reward; KL is per token to the reference "
+                "policy. The plot shows gold reward against KL per method.",
+    datasets=(DatasetSpec("offline/qa-mix", "NQ-open, TruthfulQA, NarrativeQA prompts with "
+                          "reference answers; MiniLM gold reward",
+                          stands_in_for="AlpacaEval-2 / MT-Bench / Arena-Hard"),
+              DatasetSpec("ultrafeedback", "UltraFeedback binarized (train_prefs pairs, "
+                          "test_prefs prompts)")),
+    settings=(
+        Setting("train_per_task", "int", 50, "training prompts per source (null: all)", min=1,
+                nullable=True),
+        Setting("test_per_task", "int", 40, "test prompts per source (null: all)", min=1,
+                nullable=True),
+        Setting("max_new_tokens", "int", 48, "tokens generated per response", min=1),
+        Setting("max_context_tokens", "int", 128, "prompts are cut to this many tokens",
+                min=1),
+        Setting("samples_per_prompt", "int", 4, "samples per training prompt for the "
+                "preference pairs", min=2),
+        Setting("sample_temperature_pref", "float", 1.0, "temperature of those samples",
+                min=0),
+        Setting("pref_seed", "int", 0, "seed of those samples", min=0),
+        Setting("min_margin", "float", 1e-3, "least gold-reward gap of a kept pair", min=0),
+        Setting("baseline", "str", "dpo", "method the result's bootstrap interval is against"),
+        Setting("gen_batch_size", "int", 32, "prompts generated per batch", min=1),
+        Setting("eval_batch_size", "int", 8, "sequences per scoring batch", min=1),
+        Setting("reward_model", "str", "all-minilm-l6-v2", "the gold reward's bi-encoder"),
+        Setting("dataset", "str", None, "set by --dataset", nullable=True, settable=False),
+        Setting("policy_model", "str", "smollm2-135m-instruct", "set by --student",
+                settable=False),
+    ),
+    presets={
+        "smoke": {"train_per_task": 8, "test_per_task": 6, "max_new_tokens": 32},
+        "default": {},
+        "full": {"train_per_task": None, "test_per_task": None, "max_new_tokens": 1024,
+                 "max_context_tokens": 1024, "eval_batch_size": 2, "dataset": "ultrafeedback",
+                 "policy_model": "Qwen/Qwen2.5-1.5B-Instruct"},
+    },
+)
 
 SOURCES = ("nq-open", "truthfulqa", "narrativeqa")
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"train_per_task": 8, "test_per_task": 6, "max_new_tokens": 32,
-              "max_steps": 4, "dpo_max_steps": 4},
-    "default": {"train_per_task": 50, "test_per_task": 40},
-    "full": {"train_per_task": None, "test_per_task": None, "max_new_tokens": 1024,
-             "max_context_tokens": 1024, "lora_r": 0, "lr": 1e-6, "epochs": 1,
-             "batch_size": 2, "grad_accum": 64, "dpo_lora_r": 0, "dpo_lr": 1e-6,
-             "dpo_epochs": 1, "dpo_batch_size": 2, "dpo_grad_accum": 64, "eval_batch_size": 2,
-             "dataset": "ultrafeedback", "policy_model": "Qwen/Qwen2.5-1.5B-Instruct"},
-}
-SUITE_SETTINGS = {"train_per_task", "test_per_task", "max_new_tokens", "max_context_tokens",
-                  "samples_per_prompt", "sample_temperature_pref", "pref_seed", "min_margin",
-                  "baseline", "gen_batch_size", "eval_batch_size", "reward_model"}
-DEFAULTS: dict[str, Any] = {"max_new_tokens": 48, "max_context_tokens": 128,
-                            "samples_per_prompt": 4, "sample_temperature_pref": 1.0,
-                            "pref_seed": 0, "min_margin": 1e-3, "gen_batch_size": 32, "eval_batch_size": 8,
-                            "reward_model": "all-minilm-l6-v2", "dataset": None,
-                            "policy_model": "smollm2-135m-instruct"}
-
 
 def qa_items(source: str, tokenizer: Any, max_context_tokens: int) -> list[Item]:
     """The prompts of one packaged QA set, with reference answers."""
@@ -145,21 +159,10 @@ def qa_items(source: str, tokenizer: Any, max_context_tokens: int) -> list[Item]
 
 
 class AlignSuite(Suite):
-    name = "align"
-    version = "1"
-    main_score = "win_rate"
-    baseline = "dpo"
-    datasets = (DatasetSpec("offline/qa-mix", "NQ-open, TruthfulQA, NarrativeQA prompts with "
-                            "reference answers; MiniLM gold reward",
-                            stands_in_for="AlpacaEval-2 / MT-Bench / Arena-Hard"),
-                DatasetSpec("ultrafeedback", "UltraFeedback binarized (train_prefs pairs, "
-                            "test_prefs prompts)"))
-    citation = "Rafailov et al. 2023 (DPO), arXiv:2305.18290"
+    metadata = METADATA
 
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
-        settings = {**DEFAULTS, "baseline": self.baseline, **PRESETS[options.preset]}
-        apply_overrides(settings, options,
-                        SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ())), self.name)
+        settings = self.resolve_settings(options, recipe)
         if options.limit is not None:
             settings["test_per_task"] = options.limit
         settings["dataset"] = options.dataset or settings["dataset"]
@@ -171,13 +174,12 @@ class AlignSuite(Suite):
 
         from bench.assets import cache_dir, load_bi_encoder, load_causal_lm
         from bench.suites.align_eval import GoldReward
-        from methods.dpo import AlignContext
 
         start = time.perf_counter()
         if options.teacher:
             raise UsageError("--teacher: suite 'align' has no teacher flag; the reference "
                              "policy is --student (AlignDistil's teachers are trained from it)")
-        recipe = _recipe(options.method)
+        recipe = resolve_recipe(options.method, self.name)
         settings = self.settings(options, recipe)
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "align"
         ref_name = settings["policy_model"]
@@ -188,7 +190,7 @@ class AlignSuite(Suite):
         dataset_id, pairs, prompts, test, pref_stats = self._data(
             options, settings, reference, tokenizer, reward, work_dir)
         context = AlignContext(options=options, settings=settings, work_dir=work_dir,
-                               reference_name=ref_name, reference=reference,
+                               base_name=ref_name, base=reference,
                                tokenizer=tokenizer, pairs=pairs, prompts=prompts)
         seconds = {"setup_and_preferences": round(time.perf_counter() - start, 1)}
         t0 = time.perf_counter()
@@ -355,15 +357,9 @@ class AlignSuite(Suite):
             method=options.method, model=model_name, seed=options.seed,
             preset=options.preset, main_score=self.main_score, metrics=metrics,
             per_item=scores, config=config,
-            implementation=getattr(_recipe(options.method), "implementation", "full"),
+            implementation=recipe_option(resolve_recipe(options.method, self.name),
+                                         "implementation"),
             notes=notes, wall_time_s=wall)
-
-
-def _recipe(method: str) -> Any:
-    """The recipe of ``method`` on this suite; ``sft`` is the reference policy here (the
-    registered ``sft`` is the instruct suite's token-KD recipe)."""
-    return suite_recipe(method, "align", {"sft": "methods.dpo:ReferencePolicy"},
-                        needs="build_model")
 
 
 def _inference_copy(model: Any) -> Any:

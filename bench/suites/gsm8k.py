@@ -87,88 +87,119 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from bench.contracts import recipe_option, resolve_recipe
 from bench.errors import UsageError
-from bench.suites.base import (
+from bench.suite import (
     DatasetSpec,
     RunOptions,
+    Setting,
     Suite,
-    apply_overrides,
+    SuiteMetadata,
     attach_baseline_bootstrap,
-    suite_recipe,
 )
 
-REGISTRY = [{
-    "name": "gsm8k", "target": "GSM8KSuite",
-    "summary": "math reasoning: lm-eval exact match, generated tokens and latency per answer "
-               "(offline: arith multiplication with rationales, ASDiv); GSM8K at real scale",
-    "citation": "Cobbe et al. 2021 (GSM8K), arXiv:2110.14168",
-    "baseline": "cot-sft", "main_score": "exact_match", "test": "bootstrap",
-    "methods": ["teacher", "teacher-direct", "answer-only", "cot-sft", "skip-thinking",
-                "skip-thinking-cwt", "semcot"],
-    "plot": "bench.plots:accuracy_vs_latency",
-    "description": "Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
-                   "filter), generated tokens per answer, and wall latency per answer timed "
-                   "one at a time on the first 20 test items (batch 1, fp32, same machine and "
-                   "run; the other answers are generated in batches for accuracy). On "
-                   "`offline/arith-2x2-digits` (2-digit x 2-digit multiplication, every "
-                   "partial product written as one-digit times-table steps) the teacher is "
-                   "SmolLM2-135M-Instruct fine-tuned once on 1,200 gold long-multiplication "
-                   "rationales and on the same questions answered directly under "
-                   "\"Answer directly:\" (`teacher-direct` is that prompt: SemCoT's implicit "
-                   "state goes in front of it). Default students are its first 8 of 30 layers "
-                   "trained on its correct rationales for 300 training problems and tested on "
-                   "100; `[cpu-long]` rows: 16 layers, 1,200 problems, 4 epochs, arith only. "
-                   "On `offline/asdiv` the teacher is the packaged 135M model, which answers "
-                   "only a few % of word problems, so its rationales are few and every student "
-                   "stays near 0 there: compare methods on arith. Skip-Thinking's paper body "
-                   "was not readable offline (our documented interpretations, "
-                   "methods/skip_thinking_chunks.py); SemCoT follows its official code with a "
-                   "deterministic condensed reasoning instead of GPT-4o-mini's. **What the "
-                   "committed runs show (seed 0; every row evaluated at one commit, one "
-                   "command at a time on an otherwise idle machine; the same model evaluated "
-                   "twice still differed by up to 30% in latency, token counts are exact; "
-                   "`[cpu-long]` rows are tested against `cot-sft [cpu-long]`):** "
-                   "at the 30-minute default no 8-layer student learns the arithmetic "
-                   "(answer-only, cot-sft and skip-thinking all score 0 on arith; "
-                   "Skip-Thinking writes 8% fewer tokens); SemCoT's answers are item for item "
-                   "those of `teacher-direct` (0.12 at 7 tokens): the implicit state changes "
-                   "none of them. `[cpu-long]`: cot-sft reaches 0.21 and answer-only 0.02, so "
-                   "learning is visible there. Skip-Thinking does not match cot-sft: 0.08 "
-                   "vs 0.21 (p = 0.006) with 9% fewer tokens; its chunk-wise stage alone "
-                   "(`skip-thinking-cwt`, an ablation with half of cot-sft's passes over the "
-                   "rationales) scores 0.15, and the 24 answers that leave a step out after "
-                   "skip training are all wrong (skip training lifts exact match on the "
-                   "training questions from 0.23 to 0.30 while test falls to 0.08: steps "
-                   "dropped where answers were recalled). SemCoT with a 16-layer generator "
-                   "gets 0.13, one item more than teacher-direct. Measurements: "
-                   "docs/gsm8k-measurements.md.",
-}]
+METADATA = SuiteMetadata(
+    name="gsm8k", version="1", family="reasoning",
+    summary="math reasoning: lm-eval exact match, generated tokens and latency per answer "
+            "(offline: arith multiplication with rationales, ASDiv); GSM8K at real scale",
+    citation="Cobbe et al. 2021 (GSM8K), arXiv:2110.14168",
+    main_score="exact_match", baseline="cot-sft", test="bootstrap",
+    plot="bench.plots:accuracy_vs_latency",
+    description="Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
+                "filter), generated tokens per answer, and wall latency per answer timed "
+                "one at a time on the first 20 test items (batch 1, fp32, same machine and "
+                "run; the other answers are generated in batches for accuracy). On "
+                "`offline/arith-2x2-digits` (2-digit x 2-digit multiplication, every "
+                "partial product written as one-digit times-table steps) the teacher is "
+                "SmolLM2-135M-Instruct fine-tuned once on 1,200 gold long-multiplication "
+                "rationales and on the same questions answered directly under "
+                "\"Answer directly:\" (`teacher-direct` is that prompt: SemCoT's implicit "
+                "state goes in front of it). Default students are its first 8 of 30 layers "
+                "trained on its correct rationales for 300 training problems and tested on "
+                "100; `[cpu-long]` rows: 16 layers, 1,200 problems, 4 epochs, arith only. "
+                "On `offline/asdiv` the teacher is the packaged 135M model, which answers "
+                "only a few % of word problems, so its rationales are few and every student "
+                "stays near 0 there: compare methods on arith. Skip-Thinking's paper body "
+                "was not readable offline (our documented interpretations, "
+                "methods/skip_thinking_chunks.py); SemCoT follows its official code with a "
+                "deterministic condensed reasoning instead of GPT-4o-mini's. **What the "
+                "committed runs show (seed 0; every row evaluated at one commit, one "
+                "command at a time on an otherwise idle machine; the same model evaluated "
+                "twice still differed by up to 30% in latency, token counts are exact; "
+                "`[cpu-long]` rows are tested against `cot-sft [cpu-long]`):** "
+                "at the 30-minute default no 8-layer student learns the arithmetic "
+                "(answer-only, cot-sft and skip-thinking all score 0 on arith; "
+                "Skip-Thinking writes 8% fewer tokens); SemCoT's answers are item for item "
+                "those of `teacher-direct` (0.12 at 7 tokens): the implicit state changes "
+                "none of them. `[cpu-long]`: cot-sft reaches 0.21 and answer-only 0.02, so "
+                "learning is visible there. Skip-Thinking does not match cot-sft: 0.08 "
+                "vs 0.21 (p = 0.006) with 9% fewer tokens; its chunk-wise stage alone "
+                "(`skip-thinking-cwt`, an ablation with half of cot-sft's passes over the "
+                "rationales) scores 0.15, and the 24 answers that leave a step out after "
+                "skip training are all wrong (skip training lifts exact match on the "
+                "training questions from 0.23 to 0.30 while test falls to 0.08: steps "
+                "dropped where answers were recalled). SemCoT with a 16-layer generator "
+                "gets 0.13, one item more than teacher-direct. Measurements: "
+                "docs/gsm8k-measurements.md.",
+    datasets=(
+        DatasetSpec("offline/arith-2x2-digits", "2-digit x 2-digit multiplication, worked "
+                    "rationales in one-digit steps, fixed splits", stands_in_for="GSM8K"),
+        DatasetSpec("offline/arith-3x3", "3-digit x 3-digit multiplication, one step per "
+                    "partial product (--set arith=3x3)", stands_in_for="GSM8K"),
+        DatasetSpec("offline/arith-4x4", "4-digit x 4-digit multiplication (--dataset or "
+                    "--set arith=3x3,4x4)", stands_in_for="GSM8K"),
+        DatasetSpec("offline/arith-3x3-digits", "3x3 multiplication, every partial product "
+                    "broken into one-digit steps (--set arith=3x3-digits)",
+                    stands_in_for="GSM8K"),
+        DatasetSpec("offline/asdiv", "ASDiv word problems in GSM8K format",
+                    stands_in_for="GSM8K"),
+        DatasetSpec("gsm8k", "GSM8K test (lm-eval gsm8k task; online)"),
+        DatasetSpec("gsm8k_cot", "GSM8K test (lm-eval gsm8k_cot task; online)"),
+    ),
+    settings=(
+        Setting("n_train", "int", 300, "training problems (null: all)", min=1, nullable=True),
+        Setting("n_test", "int", 100, "test problems (null: all)", min=1, nullable=True),
+        Setting("teacher_train", "int", 1200, "problems the arith teacher is fine-tuned on",
+                min=1),
+        Setting("teacher_epochs", "int", 1, "the teacher's fine-tuning epochs", min=1),
+        Setting("teacher_lr", "float", 2e-4, "the teacher's learning rate", min=0),
+        Setting("teacher_batch_size", "int", 8, "the teacher's batch size", min=1),
+        Setting("teacher_finetune", "bool", None, "fine-tune the teacher (null: on arith)",
+                nullable=True),
+        Setting("teacher_prompt", "str", "auto", "the teacher's prompt format",
+                choices=("auto", "plain", "chat")),
+        Setting("max_gen_toks", "int", None, "tokens generated per answer (null: from the "
+                "data)", min=1, nullable=True),
+        Setting("teacher_gen_tokens", "int", None, "tokens per teacher rationale (null: from "
+                "the data)", min=1, nullable=True),
+        Setting("eval_batch_size", "int", 16, "answers generated per batch", min=1),
+        Setting("latency_items", "int", 20, "test items timed one at a time", min=0),
+        Setting("teacher_direct", "bool", True, "also fine-tune the teacher to answer "
+                "directly (teacher-direct, SemCoT)"),
+        Setting("gen_batch_size", "int", 32, "teacher rationales generated per batch", min=1),
+        Setting("baseline", "str", "cot-sft", "method the result's bootstrap interval is "
+                "against"),
+        Setting("num_fewshot", "int", None, "lm-eval few-shot examples", min=0,
+                nullable=True),
+        Setting("arith", "str", "2x2-digits", "arith sizes, comma-separated (e.g. 3x3,4x4)"),
+        Setting("asdiv", "bool", True, "also run ASDiv"),
+        Setting("rationales", "str", "teacher", "students learn the teacher's rationales or "
+                "the gold ones", choices=("teacher", "gold")),
+    ),
+    presets={
+        "smoke": {"n_train": 24, "n_test": 12, "teacher_train": 48},
+        "default": {},
+        "full": {"n_train": None, "n_test": None, "teacher_finetune": False},
+        # Past the 30-minute budget, where the students learn some arithmetic (resumable).
+        "cpu-long": {"n_train": 1200, "asdiv": False},
+    },
+)
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"n_train": 24, "n_test": 12, "teacher_train": 48, "epochs": 1,
-              "st_linear_epochs": 1, "st_llm_epochs": 0, "cg_linear_epochs": 1,
-              "cg_llm_epochs": 1},
-    "default": {"n_train": 300, "n_test": 100, "teacher_train": 1200,
-                "cg_linear_epochs": 3, "cg_llm_epochs": 2},
-    "full": {"n_train": None, "n_test": None, "teacher_finetune": False,
-             "mixed_precision": "bf16"},
-    # Past the 30-minute budget, where the students learn some arithmetic (resumable):
-    # measured 2026-11-30, cot-sft with 16 layers x 4 epochs on 1,200 questions: 0.18.
-    "cpu-long": {"n_train": 1200, "n_test": 100, "teacher_train": 1200, "asdiv": False,
-                 "student_layers": 16, "epochs": 4, "cwt_epochs": 2, "stt_epochs": 2,
-                 "cg_linear_epochs": 3, "cg_llm_epochs": 2},
-}
 FULL_TEACHER = "meta-llama/Llama-2-7b-chat-hf"  # SemCoT's "small" configuration
-SUITE_SETTINGS = {"n_train", "n_test", "teacher_train", "teacher_epochs", "teacher_lr",
-                  "teacher_batch_size", "teacher_finetune", "teacher_prompt", "max_gen_toks",
-                  "teacher_gen_tokens", "eval_batch_size", "gen_batch_size", "baseline",
-                  "num_fewshot", "arith", "asdiv", "rationales", "teacher_direct",
-                  "latency_items"}
 COT_INSTRUCTION = ("Solve the math word problem step by step, one short step per line. "
                    "End with a final line of the form '#### <number>'.")
-RATIONALE_METHODS = {"cot-sft", "skip-thinking", "skip-thinking-cwt", "semcot"}
 
 
 @dataclass(frozen=True)
@@ -202,72 +233,10 @@ def parse_dataset(dataset_id: str) -> Dataset:
                      "offline/asdiv, gsm8k or gsm8k_cot")
 
 
-class TeacherRow:
-    """The ``teacher`` row: the (fine-tuned) teacher itself, no training."""
-
-    implementation = "full"
-    settings_keys: tuple[str, ...] = ()
-
-    def build_model(self, context: Any) -> tuple[Any, str]:
-        return context.teacher, Path(context.teacher_name).name
-
-
-class TeacherDirectRow(TeacherRow):
-    """The ``teacher-direct`` row: the fine-tuned teacher answering under its direct-answer
-    prompt (no rationale): the answer-without-reasoning reference for ``semcot``, whose
-    implicit state goes into this same prompt."""
-
-    def build_model(self, context: Any) -> tuple[Any, str]:
-        from methods.cot_distill import NoTrainingData
-        from methods.semcot import TeacherAnswers
-
-        if not context.direct_prompt:
-            raise NoTrainingData("the teacher was not fine-tuned with a direct-answer prompt "
-                                 "here (--set teacher_direct=true, arith only)")
-        return (TeacherAnswers(context.teacher, context.tokenizer, context.direct_prompt),
-                f"{Path(context.teacher_name).name}-direct")
-
-
-def _recipe(method: str) -> Any:
-    return suite_recipe(method, "gsm8k", {"teacher": "bench.suites.gsm8k:TeacherRow",
-                                          "teacher-direct": "bench.suites.gsm8k:TeacherDirectRow"},
-                        needs="build_model")
-
-
 class GSM8KSuite(Suite):
-    name = "gsm8k"
-    version = "1"
-    presets: ClassVar[tuple[str, ...]] = (*Suite.presets, "cpu-long")
-    main_score = "exact_match"
-    baseline = "cot-sft"
-    datasets = (
-        DatasetSpec("offline/arith-2x2-digits", "2-digit x 2-digit multiplication, worked "
-                    "rationales in one-digit steps, fixed splits", stands_in_for="GSM8K"),
-        DatasetSpec("offline/arith-3x3", "3-digit x 3-digit multiplication, one step per "
-                    "partial product (--set arith=3x3)", stands_in_for="GSM8K"),
-        DatasetSpec("offline/arith-4x4", "4-digit x 4-digit multiplication (--dataset or "
-                    "--set arith=3x3,4x4)", stands_in_for="GSM8K"),
-        DatasetSpec("offline/arith-3x3-digits", "3x3 multiplication, every partial product "
-                    "broken into one-digit steps (--set arith=3x3-digits)",
-                    stands_in_for="GSM8K"),
-        DatasetSpec("offline/asdiv", "ASDiv word problems in GSM8K format",
-                    stands_in_for="GSM8K"),
-        DatasetSpec("gsm8k", "GSM8K test (lm-eval gsm8k task; online)"),
-        DatasetSpec("gsm8k_cot", "GSM8K test (lm-eval gsm8k_cot task; online)"),
-    )
-    citation = "Cobbe et al. 2021 (GSM8K), arXiv:2110.14168"
-    main_datasets: ClassVar[tuple[str, ...]] = ("offline/arith-2x2-digits", "offline/asdiv")
-
+    metadata = METADATA
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
-        settings: dict[str, Any] = {
-            "teacher_train": 1200, "teacher_epochs": 1, "teacher_lr": 2e-4,
-            "teacher_batch_size": 8, "teacher_finetune": None, "teacher_prompt": "auto",
-            "max_gen_toks": None, "teacher_gen_tokens": None, "eval_batch_size": 16,
-            "latency_items": 20, "teacher_direct": True,
-            "gen_batch_size": 32, "baseline": self.baseline, "num_fewshot": None,
-            "arith": "2x2-digits", "asdiv": True, "rationales": "teacher", **PRESETS[options.preset]}
-        apply_overrides(settings, options,
-                        SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ())), self.name)
+        settings = self.resolve_settings(options, recipe)
         if options.limit is not None:
             settings["n_test"] = options.limit
         return settings
@@ -294,7 +263,7 @@ class GSM8KSuite(Suite):
         from bench.assets import cache_dir, load_causal_lm
 
         start = time.perf_counter()
-        recipe = _recipe(options.method)
+        recipe = resolve_recipe(options.method, self.name)
         settings = self.settings(options, recipe)
         datasets = self._datasets(options, settings)
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "gsm8k"
@@ -316,7 +285,8 @@ class GSM8KSuite(Suite):
     def _run_dataset(self, options: RunOptions, settings: dict[str, Any], recipe: Any,
                      ds: Dataset, base: Any, base_name: str, tok: Any, work_dir: Path,
                      start: float) -> dict[str, Any]:
-        from methods.cot_distill import NoTrainingData, ReasoningContext
+        from bench.contracts import ReasoningContext
+        from methods.cot_distill import NoTrainingData
 
         t0 = time.perf_counter()
         seconds: dict[str, float] = {}
@@ -324,14 +294,14 @@ class GSM8KSuite(Suite):
         teacher, teacher_name, teacher_info = _teacher(ds, settings, base, base_name, tok,
                                                        train, work_dir)
         seconds["teacher"] = round(time.perf_counter() - t0, 1)
-        if options.method in RATIONALE_METHODS:
+        if recipe_option(recipe, "needs_rationales"):
             t1 = time.perf_counter()
             teacher_info.update(_add_rationales(ds, settings, teacher, teacher_info, tok,
                                                 train, work_dir, test_target_tokens))
             seconds["teacher_rationales"] = round(time.perf_counter() - t1, 1)
         n_train = settings["n_train"]
         context = ReasoningContext(options=options, settings=settings, work_dir=work_dir,
-                                   teacher_name=teacher_name, teacher=teacher, tokenizer=tok,
+                                   base_name=teacher_name, base=teacher, tokenizer=tok,
                                    train=train[:n_train] if n_train else train,
                                    dataset_id=ds.id, student_name=options.student,
                                    direct_prompt=teacher_info.get("direct_prompt"))
@@ -384,7 +354,8 @@ class GSM8KSuite(Suite):
         notes = list(context.notes)
         attach_baseline_bootstrap(config, notes, options, self.name, ds.id, "exact_match",
                                   per_item["exact_match"], settings["baseline"])
-        recipe_impl = getattr(_recipe(options.method), "implementation", "full")
+        recipe_impl = recipe_option(resolve_recipe(options.method, self.name),
+                                    "implementation")
         return new_record(
             suite=self.name, suite_version=self.version, dataset=dataset,
             method=options.method, model=model_name, seed=options.seed,

@@ -36,87 +36,87 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from bench.contracts import VisionContext, recipe_option, resolve_recipe
 from bench.errors import UsageError
-from bench.suites.base import (
+from bench.suite import (
     DatasetSpec,
     RunOptions,
+    Setting,
     Suite,
-    apply_overrides,
+    SuiteMetadata,
     attach_baseline_bootstrap,
-    suite_recipe,
 )
 
-REGISTRY = [{
-    "name": "imagenet-lt", "target": "ImageNetLTSuite",
-    "summary": "long-tailed classification, top-1 overall / many / medium / few "
-               "(offline: Fashion-MNIST-LT); ImageNet-LT and CIFAR-100-LT at real scale",
-    "citation": "Liu et al. 2019 (OLTR, ImageNet-LT), arXiv:1904.05160",
-    "baseline": "kd", "main_score": "top1", "test": "bootstrap",
-    "methods": ["teacher", "ce", "kd", "trg", "trg-no-inner", "trg-no-local",
-                "trg-no-global"],
-    "plot": "bench.plots:shot_group_bars",
-    "description": "Offline default (CPU budget): Fashion-MNIST made long-tailed (imbalance "
-                   "100, 6000 to 60 training images per class), a ViT teacher "
-                   "(width 128, 4 layers) trained once with cross-entropy, and ViT "
-                   "students (width 64, 3 layers), both on 16 patches of 7x7 pixels, "
-                   "tested on the balanced 10k test set. Ten classes: the shot groups "
-                   "are thirds of the classes by training count (3 many, 4 medium, 3 few), "
-                   "not the > 100 / 20-100 / < 20 rule of ImageNet-LT. TRG's paper body "
-                   "was not readable offline: its weights, k, sigma and temperature "
-                   "schedule are our documented choices (methods/trg.py).",
-}]
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"n_max": 300, "epochs": 1, "teacher_epochs": 1, "test_per_class": 100},
-    "default": {"n_max": 6000, "epochs": 20, "teacher_epochs": 30, "test_per_class": None},
-    "full": {"n_max": None, "epochs": 90, "teacher_epochs": 90, "test_per_class": None,
-             "batch_size": 256, "lr": 5e-4, "mixed_precision": "bf16",
-             "teacher_model": "facebook/deit-small-patch16-224",
-             "student": "facebook/deit-tiny-patch16-224"},
-}
-SUITE_SETTINGS = {"n_max", "imbalance", "test_per_class", "baseline", "cifar_root",
-                  "imagenet_root", "lt_lists", "teacher_model", "teacher_epochs",
-                  "eval_batch_size"}
-NEEDS_TEACHER = {"teacher", "kd", "trg", "trg-no-inner", "trg-no-local", "trg-no-global"}
-
-
-class ImageNetLTSuite(Suite):
-    name = "imagenet-lt"
-    version = "1"
-    main_score = "top1"
-    baseline = "kd"
-    datasets = (
+METADATA = SuiteMetadata(
+    name="imagenet-lt", version="1", family="vision",
+    summary="long-tailed classification, top-1 overall / many / medium / few "
+            "(offline: Fashion-MNIST-LT); ImageNet-LT and CIFAR-100-LT at real scale",
+    citation="Liu et al. 2019 (OLTR, ImageNet-LT), arXiv:1904.05160",
+    main_score="top1", baseline="kd", test="bootstrap",
+    plot="bench.plots:shot_group_bars",
+    description="Offline default (CPU budget): Fashion-MNIST made long-tailed (imbalance "
+                "100, 6000 to 60 training images per class), a ViT teacher "
+                "(width 128, 4 layers) trained once with cross-entropy, and ViT "
+                "students (width 64, 3 layers), both on 16 patches of 7x7 pixels, "
+                "tested on the balanced 10k test set. Ten classes: the shot groups "
+                "are thirds of the classes by training count (3 many, 4 medium, 3 few), "
+                "not the > 100 / 20-100 / < 20 rule of ImageNet-LT. TRG's paper body "
+                "was not readable offline: its weights, k, sigma and temperature "
+                "schedule are our documented choices (methods/trg.py).",
+    datasets=(
         DatasetSpec("offline/fashion-mnist-lt", "Fashion-MNIST, exponential LT profile, "
                     "imbalance 100; balanced 10k test", stands_in_for="ImageNet-LT"),
         DatasetSpec("cifar100-lt", "CIFAR-100-LT, imbalance 100 (--set cifar_root)"),
         DatasetSpec("imagenet-lt", "ImageNet-LT (--set imagenet_root, --set lt_lists)"),
-    )
-    citation = "Liu et al. 2019 (OLTR, ImageNet-LT), arXiv:1904.05160"
-    main_datasets: ClassVar[tuple[str, ...]] = ("offline/fashion-mnist-lt",)
+    ),
+    settings=(
+        Setting("n_max", "int", 6000, "training images of the largest class (null: all)",
+                min=1, nullable=True),
+        Setting("imbalance", "float", 100.0, "largest / smallest class size", min=1),
+        Setting("test_per_class", "int", None, "test images per class (null: all)", min=1,
+                nullable=True),
+        Setting("baseline", "str", "kd", "method the result's bootstrap interval is against"),
+        Setting("cifar_root", "str", None, "folder of the CIFAR-100 python files",
+                nullable=True),
+        Setting("imagenet_root", "str", None, "ImageNet folder", nullable=True),
+        Setting("lt_lists", "str", None, "folder of the ImageNet-LT split lists",
+                nullable=True),
+        Setting("teacher_model", "str", "vit-128x4", "teacher: a built-in ViT size, HF id or "
+                "folder (--teacher)"),
+        Setting("teacher_epochs", "int", 30, "teacher training epochs", min=1),
+        Setting("eval_batch_size", "int", 512, "images per evaluation batch", min=1),
+    ),
+    presets={
+        "smoke": {"n_max": 300, "teacher_epochs": 1, "test_per_class": 100},
+        "default": {},
+        "full": {"n_max": None, "teacher_epochs": 90,
+                 "teacher_model": "facebook/deit-small-patch16-224"},
+    },
+)
+
+
+class ImageNetLTSuite(Suite):
+    metadata = METADATA
 
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
-        settings: dict[str, Any] = {"imbalance": 100.0, "baseline": self.baseline,
-                                    "eval_batch_size": 512, **PRESETS[options.preset]}
-        if options.teacher:
-            settings["teacher_model"] = options.teacher
-        if options.student:
-            settings["student"] = options.student
-        known = SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ()))
-        apply_overrides(settings, options, known, self.name)
+        settings = self.resolve_settings(options, recipe)
+        for flag, key in (("teacher", "teacher_model"), ("student", "student")):
+            if getattr(options, flag) and key not in options.overrides:  # --set wins
+                settings[key] = getattr(options, flag)
         if options.limit is not None:
             settings["test_per_class"] = options.limit
         return settings
 
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.assets import cache_dir
-        from methods.vision_kd import TeacherTraining, VisionContext, predict
+        from methods.vision_kd import TeacherTraining, predict
 
         start = time.perf_counter()
-        recipe = _recipe(options.method)
+        recipe = resolve_recipe(options.method, self.name)
         settings = self.settings(options, recipe)
         dataset_id = options.dataset or ("imagenet-lt" if options.preset == "full"
                                          else "offline/fashion-mnist-lt")
@@ -128,24 +128,18 @@ class ImageNetLTSuite(Suite):
         first = train.batch([0])
         context = VisionContext(train=train, num_classes=len(train.classes),
                                 image_size=int(first.shape[-1]), channels=int(first.shape[1]),
-                                settings=settings, seed=options.seed,
+                                options=options, settings=settings, seed=options.seed,
                                 work_dir=Path(options.work_dir or cache_dir() / "runs")
                                 / "imagenet-lt")
         context.config["train_checksum"] = _checksum(train.ids, train.labels)
         seconds: dict[str, float] = {}
-        if options.method in NEEDS_TEACHER:
+        if recipe_option(recipe, "uses_teacher"):
             t0 = time.perf_counter()
-            teacher_recipe = TeacherTraining()
-            teacher, _ = teacher_recipe.build_model(context)
-            context.teacher = teacher
+            context.teacher = TeacherTraining().train_teacher(context)
             context.teacher_name = context.config["train"]["teachertraining"]["checkpoint_dir"]
             seconds["teacher"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
-        if options.method == "teacher":
-            model, model_name = context.teacher, Path(TeacherTraining().config(context).model
-                                                      ).name
-        else:
-            model, model_name = recipe.build_model(context)
+        model, model_name = recipe.build_model(context)
         seconds["train"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         pred = predict(model, test, batch_size=int(settings["eval_batch_size"]),
@@ -192,18 +186,14 @@ class ImageNetLTSuite(Suite):
         notes = []
         attach_baseline_bootstrap(config, notes, options, self.name, dataset_id, "top1",
                                   scores, settings["baseline"])
-        recipe_impl = getattr(_recipe(options.method), "implementation", "full")
+        recipe_impl = recipe_option(resolve_recipe(options.method, self.name),
+                                    "implementation")
         return new_record(
             suite=self.name, suite_version=self.version, dataset=dataset,
             method=options.method, model=model_name, seed=options.seed,
             preset=options.preset, main_score=self.main_score, metrics=metrics,
             per_item=per_item, config=config, implementation=recipe_impl,
             notes=notes, wall_time_s=wall)
-
-
-def _recipe(method: str) -> Any:
-    return suite_recipe(method, "imagenet-lt",
-                        {"teacher": "methods.vision_kd:TeacherTraining"}, needs="uses_teacher")
 
 
 def _checksum(ids: list[str], labels: np.ndarray) -> str:

@@ -47,42 +47,57 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from bench.errors import UsageError
-from bench.suites.base import (
+from bench.suite import (
     DatasetSpec,
     RunOptions,
+    Setting,
     Suite,
-    apply_overrides,
+    SuiteMetadata,
     attach_baseline_bootstrap,
 )
 
-REGISTRY = [{
-    "name": "instruct", "target": "InstructSuite",
-    "summary": "instruction following, ROUGE-L vs references (offline: XSum, NQ-open, "
-               "NarrativeQA); MiniLLM protocol at real scale",
-    "citation": "Gu et al. 2024 (MiniLLM), arXiv:2306.08543",
-    "baseline": "sft", "main_score": "rougeL",
-    "methods": ["teacher", "student-init", "sft", "fkl", "rkl", "jsd", "skew_fkl",
-                "skew_rkl", "tvd", "mgsr", "custom-loss"],
-    "plot": "bench.plots:main_score_bars", "test": "bootstrap",
-    "description": "Offline default (CPU budget): SmolLM2-135M-Instruct teacher; students are "
-                   "its first 8 of 30 layers (which start from garbage, CE ~19 nats on the "
-                   "teacher's responses) trained 76 steps on 300 teacher responses, then "
-                   "judged on 60 test prompts per set. At this budget the students write "
-                   "fluent-looking but repetitive text, so ROUGE-L differences between "
-                   "losses are small: read the bootstrap p-values before ranking methods. "
-                   "student-init and teacher bound the range.",
-}]
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"train_per_task": 24, "test_per_task": 12, "max_steps": 12},
-    "default": {"train_per_task": 100, "test_per_task": 60},
-    "full": {"train_per_task": None, "test_per_task": None},
-}
-SUITE_SETTINGS = {"train_per_task", "test_per_task", "max_new_tokens", "max_context_tokens",
-                  "topk", "baseline", "gen_batch_size", "teacher_dtype"}
+METADATA = SuiteMetadata(
+    name="instruct", version="1", family="generation",
+    summary="instruction following, ROUGE-L vs references (offline: XSum, NQ-open, "
+            "NarrativeQA); MiniLLM protocol at real scale",
+    citation="Gu et al. 2024 (MiniLLM), arXiv:2306.08543",
+    main_score="rougeL", baseline="sft", test="bootstrap", user_loss=True,
+    plot="bench.plots:main_score_bars",
+    description="Offline default (CPU budget): SmolLM2-135M-Instruct teacher; students are "
+                "its first 8 of 30 layers (which start from garbage, CE ~19 nats on the "
+                "teacher's responses) trained 76 steps on 300 teacher responses, then "
+                "judged on 60 test prompts per set. At this budget the students write "
+                "fluent-looking but repetitive text, so ROUGE-L differences between "
+                "losses are small: read the bootstrap p-values before ranking methods. "
+                "student-init and teacher bound the range.",
+    datasets=(
+        DatasetSpec("offline/xsum", "XSum: one-sentence summaries of BBC articles",
+                    stands_in_for="MiniLLM instruction sets"),
+        DatasetSpec("offline/nq-open", "NQ-open: short answers to open-domain questions",
+                    stands_in_for="MiniLLM instruction sets"),
+        DatasetSpec("offline/narrativeqa", "NarrativeQA: answers about story summaries",
+                    stands_in_for="MiniLLM instruction sets"),
+    ),
+    settings=(
+        Setting("train_per_task", "int", 100, "training prompts per set (null: all)", min=1,
+                nullable=True),
+        Setting("test_per_task", "int", 60, "test prompts per set (null: all)", min=1,
+                nullable=True),
+        Setting("max_new_tokens", "int", 48, "tokens generated per response", min=1),
+        Setting("max_context_tokens", "int", 128, "prompts longer than this are skipped",
+                min=1),
+        Setting("topk", "int", 64, "teacher logits cached per response token", min=1),
+        Setting("baseline", "str", "sft", "method the result's bootstrap interval is against"),
+        Setting("gen_batch_size", "int", 32, "prompts generated per batch", min=1),
+        Setting("teacher_dtype", "str", "bfloat16", "teacher weights when generating",
+                choices=("float32", "bfloat16", "float16")),
+    ),
+    presets={"smoke": {"train_per_task": 24, "test_per_task": 12}, "default": {},
+             "full": {"train_per_task": None, "test_per_task": None}},
+)
 TEST_FRACTION = 0.3
 
 
@@ -201,31 +216,23 @@ def rouge_l(prediction: str, references: tuple[str, ...], scorer: Any) -> float:
 
 
 class InstructSuite(Suite):
-    name = "instruct"
-    version = "1"
-    main_score = "rougeL"
-    baseline = "sft"
-    datasets = tuple(DatasetSpec(t.dataset_id, t.description,
-                                 stands_in_for="MiniLLM instruction sets") for t in TASKS)
-    citation = "Gu et al. 2024 (MiniLLM), arXiv:2306.08543"
+    metadata = METADATA
 
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
-        settings: dict[str, Any] = {"max_new_tokens": 48, "max_context_tokens": 128,
-                                    "topk": 64, "baseline": self.baseline, "gen_batch_size": 32,
-                                    "teacher_dtype": "bfloat16", **PRESETS[options.preset]}
-        apply_overrides(settings, options,
-                        SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ())), self.name)
+        settings = self.resolve_settings(options, recipe)
         if options.limit is not None:
             settings["test_per_task"] = options.limit
         return settings
 
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.assets import cache_dir, load_causal_lm
+        from bench.contracts import InstructContext, resolve_recipe
         from bench.generation import GenerationCache, chat_prompt_ids, generate
-        from methods.token_kd import InstructContext, TrainExample, recipe_for
+        from methods.token_kd import TrainExample, user_loss_recipe
 
         start = time.perf_counter()
-        recipe = recipe_for(options)
+        recipe = (user_loss_recipe(options) if options.loss_fn is not None
+                  else resolve_recipe(options.method, self.name))
         settings = self.settings(options, recipe)
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "instruct"
         teacher_name = options.teacher or "smollm2-135m-instruct"
@@ -249,7 +256,7 @@ class InstructSuite(Suite):
         examples = [TrainExample(g.prompt_ids, g.output_ids, g.topk_values, g.topk_indices,
                                  g.topk_lse) for g in responses if g.output_ids]
         context = InstructContext(options=options, settings=settings, work_dir=work_dir,
-                                  teacher_name=teacher_name, teacher=teacher,
+                                  base_name=teacher_name, base=teacher,
                                   tokenizer=tokenizer, train=examples)
         context.config["seconds"] = {"setup_and_teacher_responses":
                                      round(time.perf_counter() - start, 1)}
@@ -329,8 +336,6 @@ class InstructSuite(Suite):
             per_item={"rougeL": scores, "response_tokens": lengths}, config=config,
             implementation=context.config.get("implementation", "full"), notes=notes,
             wall_time_s=wall)
-
-    main_datasets: ClassVar[tuple[str, ...]] = tuple(t.dataset_id for t in TASKS)
 
 
 def _inference_copy(model: Any, dtype: str) -> Any:

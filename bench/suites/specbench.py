@@ -65,53 +65,93 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from bench.errors import UsageError
-from bench.suites.base import (
+from bench.suite import (
     DatasetSpec,
     RunOptions,
+    Setting,
     Suite,
-    apply_overrides,
+    SuiteMetadata,
     attach_baseline_bootstrap,
 )
 from bench.suites.specbench_data import CATEGORIES, CATEGORY_NAMES
 
-REGISTRY = [{
-    "name": "specbench", "target": "SpecBenchSuite",
-    "summary": "speculative decoding: speedup vs plain decoding (interleaved, same run), "
-               "tau, lossless checks per Spec-Bench category (offline: packaged QA, "
-               "summarization, translation, math, RAG, multi-turn prompts)",
-    "citation": "Xia et al. 2024 (Spec-Bench), arXiv:2401.07851",
-    "baseline": "ar", "main_score": "speedup", "test": "bootstrap",
-    "methods": ["ar", "draft-lm", "eagle", "fspad"],
-    "plot": "bench.plots:speedup_vs_tau",
-    "sections": "bench.suites.specbench_eval:spec_bench_tables",
-    "description": "Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
-                   "batch size 1; every test prompt is decoded plainly and with the method "
-                   "back to back (A B A B) on a shared 2-core CPU, so speedups carry timing "
-                   "noise (the ar row, plain against plain, shows its size) and depend on "
-                   "this hardware; tau (tokens per target pass) does not. Heads are trained "
-                   "for minutes on 360 target responses, not the papers' 20 epochs of "
-                   "ShareGPT on a 7B target: compare methods here, not with the papers' "
-                   "figures. Mean = mean over the six categories and the 'all' record. "
-                   "Greedy decoding gives the main score; the `_sampling` metrics (per "
-                   "dataset below, hollow stars in the plot) repeat the measurement with "
-                   "speculative sampling at temperature 1 on a chain of k drafts.",
-}]
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"train_per_category": 4, "test_per_category": 2, "max_new_tokens": 32,
-              "epochs": 1, "kd_epochs": 1, "sampling_runs": 40},
-    "default": {"train_per_category": 60, "test_per_category": 5, "max_new_tokens": 128},
-    "full": {"train_per_category": None, "test_per_category": None, "max_new_tokens": 1024,
-             "tree": "60,5,10", "teacher_dtype": "bfloat16", "gen_batch_size": 16},
-}
-SUITE_SETTINGS = {"train_per_category", "test_per_category", "max_new_tokens",
-                  "max_context_tokens", "max_turns", "topk", "gen_batch_size", "teacher_dtype",
-                  "k", "tree", "baseline", "sampling_prompts", "sampling_runs",
-                  "sampling_temperature", "speed_temperature", "train_file",
-                  "train_responses"}
+METADATA = SuiteMetadata(
+    name="specbench", version="1", family="specdec",
+    summary="speculative decoding: speedup vs plain decoding (interleaved, same run), "
+            "tau, lossless checks per Spec-Bench category (offline: packaged QA, "
+            "summarization, translation, math, RAG, multi-turn prompts)",
+    citation="Xia et al. 2024 (Spec-Bench), arXiv:2401.07851",
+    main_score="speedup", baseline="ar", test="bootstrap",
+    plot="bench.plots:speedup_vs_tau", sections="bench.suites.specbench_eval:spec_bench_tables",
+    description="Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
+                "batch size 1; every test prompt is decoded plainly and with the method "
+                "back to back (A B A B) on a shared 2-core CPU, so speedups carry timing "
+                "noise (the ar row, plain against plain, shows its size) and depend on "
+                "this hardware; tau (tokens per target pass) does not. Heads are trained "
+                "for minutes on 360 target responses, not the papers' 20 epochs of "
+                "ShareGPT on a 7B target: compare methods here, not with the papers' "
+                "figures. Mean = mean over the six categories and the 'all' record. "
+                "Greedy decoding gives the main score; the `_sampling` metrics (per "
+                "dataset below, hollow stars in the plot) repeat the measurement with "
+                "speculative sampling at temperature 1 on a chain of k drafts.",
+    # One per category of bench.suites.specbench_data.CATEGORIES (a test checks), then all.
+    datasets=(
+        DatasetSpec("offline/specbench-multi-turn", "QuAC dialogues as two turns",
+                    stands_in_for="MT-Bench (Spec-Bench)"),
+        DatasetSpec("offline/specbench-translation", "English -> French sentences",
+                    stands_in_for="WMT14 DE-EN (Spec-Bench)"),
+        DatasetSpec("offline/specbench-summarization", "XSum BBC articles",
+                    stands_in_for="CNN/DailyMail (Spec-Bench)"),
+        DatasetSpec("offline/specbench-qa", "NQ-open questions",
+                    stands_in_for="Natural Questions (Spec-Bench)"),
+        DatasetSpec("offline/specbench-math_reasoning", "ASDiv word problems",
+                    stands_in_for="GSM8K (Spec-Bench)"),
+        DatasetSpec("offline/specbench-rag", "NarrativeQA passage + question",
+                    stands_in_for="NQ with retrieved passages (Spec-Bench)"),
+        DatasetSpec("offline/specbench-all", "all six categories",
+                    stands_in_for="Spec-Bench overall"),
+    ),
+    settings=(
+        Setting("train_per_category", "int", 60, "training prompts per category (null: all)",
+                min=1, nullable=True),
+        Setting("test_per_category", "int", 5, "test prompts per category (null: all)", min=1,
+                nullable=True),
+        Setting("max_new_tokens", "int", 128, "tokens decoded per prompt", min=1),
+        Setting("max_context_tokens", "int", 128, "prompts are cut to this many tokens",
+                min=1),
+        Setting("max_turns", "int", 2, "turns of a multi-turn prompt", min=1),
+        Setting("topk", "int", 64, "target logits cached per response token", min=1),
+        Setting("gen_batch_size", "int", 32, "prompts per batch for the training responses",
+                min=1),
+        Setting("teacher_dtype", "str", "bfloat16", "target weights for the training responses",
+                choices=("float32", "bfloat16", "float16")),
+        Setting("k", "int", 3, "draft tokens per verification (chain)", min=1),
+        Setting("tree", "str", None, "EAGLE-2 tree total,depth,top_k (e.g. 60,5,10); null: "
+                "chain", nullable=True),
+        Setting("baseline", "str", "ar", "method the result's bootstrap interval is against"),
+        Setting("sampling_prompts", "int", 2, "prompts per category of the sampling check",
+                min=0),
+        Setting("sampling_runs", "int", 60, "runs per prompt of the sampling check", min=1),
+        Setting("sampling_temperature", "float", 1.0, "temperature of the sampling check",
+                min=0),
+        Setting("speed_temperature", "float", 1.0, "temperature of the sampling speed rows",
+                min=0),
+        Setting("train_file", "str", None, "JSONL of training prompts instead of the packaged "
+                "ones", nullable=True),
+        Setting("train_responses", "str", "target", "heads learn the target's responses or "
+                "the references", choices=("target", "reference")),
+    ),
+    presets={
+        "smoke": {"train_per_category": 4, "test_per_category": 2, "max_new_tokens": 32,
+                  "sampling_runs": 40},
+        "default": {},
+        "full": {"train_per_category": None, "test_per_category": None,
+                 "max_new_tokens": 1024, "tree": "60,5,10", "gen_batch_size": 16},
+    },
+)
 
 
 def parse_tree(value: Any) -> Any:
@@ -130,30 +170,12 @@ def parse_tree(value: Any) -> Any:
 
 
 class SpecBenchSuite(Suite):
-    name = "specbench"
-    version = "1"
-    main_score = "speedup"
-    baseline = "ar"
-    datasets = tuple(DatasetSpec(f"offline/specbench-{c.name}", c.description,
-                                 stands_in_for=c.stands_in_for) for c in CATEGORIES) + (
-        DatasetSpec("offline/specbench-all", "all six categories",
-                    stands_in_for="Spec-Bench overall"),)
-    citation = "Xia et al. 2024 (Spec-Bench), arXiv:2401.07851"
-    main_datasets: ClassVar[tuple[str, ...]] = tuple(d.id for d in datasets)
+    metadata = METADATA
 
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
-        settings: dict[str, Any] = {
-            "max_context_tokens": 128, "max_turns": 2, "topk": 64, "gen_batch_size": 32,
-            "teacher_dtype": "bfloat16", "k": 3, "tree": None, "baseline": self.baseline,
-            "sampling_prompts": 2, "sampling_runs": 60, "sampling_temperature": 1.0,
-            "speed_temperature": 1.0,
-            "train_file": None, "train_responses": "target", **PRESETS[options.preset]}
-        known = SUITE_SETTINGS | set(getattr(recipe, "settings_keys", ()))
-        apply_overrides(settings, options, known, self.name)
+        settings = self.resolve_settings(options, recipe)
         if options.limit is not None:
             settings["test_per_category"] = options.limit
-        if settings["train_responses"] not in ("target", "reference"):
-            raise UsageError("--set train_responses: use target or reference")
         parse_tree(settings["tree"])
         return settings
 
@@ -219,12 +241,12 @@ class SpecBenchSuite(Suite):
     # -- run -----------------------------------------------------------------------------
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.assets import cache_dir, load_causal_lm
+        from bench.contracts import SpecContext, recipe_option, resolve_recipe
         from bench.generation import stop_ids
         from bench.suites import specbench_eval as ev
-        from methods.spec_drafts import SpecContext, recipe_for
 
         start = time.perf_counter()
-        recipe = recipe_for(options.method)
+        recipe = resolve_recipe(options.method, self.name)
         settings = self.settings(options, recipe)
         tree = parse_tree(settings["tree"])
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "specbench"
@@ -238,12 +260,12 @@ class SpecBenchSuite(Suite):
         prefix, offline, train_items, tests = self._data(options, settings, tokenizer)
         seconds: dict[str, float] = {}
         train = []
-        if recipe.needs_training_data:
+        if recipe_option(recipe, "needs_training_data"):
             train = self._train_examples(settings, train_items, target, target_name,
                                          tokenizer, work_dir)
         seconds["setup_and_train_data"] = round(time.perf_counter() - start, 1)
         context = SpecContext(options=options, settings=settings, work_dir=work_dir,
-                              target_name=target_name, target=target, tokenizer=tokenizer,
+                              base_name=target_name, base=target, tokenizer=tokenizer,
                               train=train)
         t0 = time.perf_counter()
         draft, model_name = recipe.build_draft(context)

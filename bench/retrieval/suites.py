@@ -1,0 +1,79 @@
+"""The two reranking suites, ``beir`` and ``trec-dl``; the protocol they share is
+:mod:`bench.retrieval.pipeline`.
+
+``beir``: zero-shot reranking of BM25 top-100, nDCG@10 (Thakur et al., NeurIPS 2021).
+Offline default: BEIR-format stand-ins built from packaged data (BoolQ, NarrativeQA, FiQA;
+see :mod:`bench.retrieval.collections`), labelled as stand-ins in every result. Real scale
+(``--preset full`` or ``--dataset <ir-datasets id>``): the public BEIR sets of the
+DeAR/RankGPT tables that ir-datasets serves; TREC-NEWS, Robust04 and Signal-1M need
+licensed data and are left out.
+
+``trec-dl``: TREC Deep Learning 2019/2020 passage reranking, nDCG@10 (Craswell et al.).
+Real scale: ``msmarco-passage/trec-dl-2019/judged`` and ``.../trec-dl-2020/judged`` with
+pyserini's ``msmarco-v1-passage`` prebuilt index (needs DISTILLBENCH_ONLINE=1). Offline, no
+packaged data resembles MS MARCO's graded web-passage judgements closely; the default runs
+the BoolQ passage stand-in (Wikipedia passages, binary labels) and every result says so.
+"""
+
+from __future__ import annotations
+
+from bench.retrieval.pipeline import RetrievalSuite
+from bench.suite import DatasetSpec, Setting, SuiteMetadata
+
+# The protocol settings both suites share (presets in the table of bench.retrieval.pipeline).
+RETRIEVAL_SETTINGS = (
+    Setting("n_queries", "int", 200, "test queries (the first N ids in sorted order; null: all)",
+            min=1, nullable=True),
+    Setting("depth", "int", 20, "rerank the top N of the 100 BM25 candidates", min=1, max=100),
+)
+RETRIEVAL_PRESETS = {
+    "smoke": {"n_queries": 25, "depth": 10},
+    "default": {},
+    "full": {"n_queries": None, "depth": 100},
+    "cpu-long": {},  # the default protocol; the method's own longer CPU recipe
+}
+
+BEIR = SuiteMetadata(
+    name="beir", version="1", family="retrieval",
+    summary="BEIR-style reranking of BM25 top-100; nDCG@10 (offline: BoolQ, NarrativeQA, FiQA)",
+    citation="Thakur et al. 2021, arXiv:2104.08663",
+    main_score="ndcg@10", baseline="bm25",
+    datasets=(
+        DatasetSpec("offline/boolq", "BoolQ questions over 2,938 Wikipedia passages",
+                    stands_in_for="BEIR"),
+        DatasetSpec("offline/narrativeqa", "NarrativeQA questions over 101 story summaries",
+                    stands_in_for="BEIR"),
+        DatasetSpec("offline/fiqa", "648 FiQA questions over their answers (zero-shot)",
+                    stands_in_for="BEIR FiQA-2018"),
+        DatasetSpec("beir/trec-covid", "real BEIR set via ir-datasets"),
+        DatasetSpec("beir/nfcorpus/test", "real BEIR set via ir-datasets"),
+        DatasetSpec("beir/webis-touche2020/v2", "real BEIR set via ir-datasets"),
+        DatasetSpec("beir/dbpedia-entity/test", "real BEIR set via ir-datasets"),
+        DatasetSpec("beir/scifact/test", "real BEIR set via ir-datasets"),
+        DatasetSpec("beir/fiqa/test", "real BEIR set via ir-datasets"),
+    ),
+    settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS,
+    plot="bench.plots:main_score_bars", sections="bench.retrieval.report:undistilled_tables",
+)
+
+TREC_DL = SuiteMetadata(
+    name="trec-dl", version="1", family="retrieval",
+    summary="TREC-DL 2019/2020 passage reranking of BM25 top-100; nDCG@10 "
+            "(offline: BoolQ stand-in)",
+    citation="Craswell et al. 2020, arXiv:2003.07820",
+    main_score="ndcg@10", baseline="bm25",
+    datasets=(
+        DatasetSpec("offline/boolq", "BoolQ passage stand-in", stands_in_for="TREC-DL 2019/2020"),
+        DatasetSpec("msmarco-passage/trec-dl-2019/judged", "real TREC-DL via ir-datasets"),
+        DatasetSpec("msmarco-passage/trec-dl-2020/judged", "real TREC-DL via ir-datasets"),
+    ),
+    settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS,
+)
+
+
+class BeirSuite(RetrievalSuite):
+    metadata = BEIR
+
+
+class TrecDLSuite(RetrievalSuite):
+    metadata = TREC_DL
