@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.evaluate import add_evaluate_parser, cmd_evaluate
+from bench.retrieval.evaluate import add_evaluate_parser, cmd_evaluate
 from bench.suite import SCALE_FLAGS, SuiteMetadata
 
 DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/results"))
@@ -166,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from bench.assets import ASSETS
     from bench.contracts import check_declarations
-    from bench.suites import SUITES
+    from bench.core.assets import ASSETS
+    from bench.suite import SUITES
     from methods import METHODS
     from methods.losses import LOSSES
 
@@ -200,9 +200,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.contracts import check_declarations, resolve_recipe
-    from bench.results import ResultStore, git_state_at_start
-    from bench.suite import RunOptions
-    from bench.suites import SUITES
+    from bench.core.results import ResultStore, git_state_at_start
+    from bench.suite import SUITES, RunOptions
 
     metadata = SUITES.entry(args.suite).meta["metadata"]
     _check_preset(args.preset, metadata)
@@ -213,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             users = [e.name for e in SUITES.entries() if e.meta["metadata"].user_loss]
             raise UsageError(f"--loss: suite {args.suite!r} does not train with token-level "
                              f"losses; use a suite that does ({', '.join(users)})")
-        from bench.user_loss import load_user_loss
+        from bench.core.user_loss import load_user_loss
 
         loss_fn, loss_name, loss_sha = load_user_loss(args.loss)
         args.method = f"custom-{loss_name}"
@@ -231,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Before any work: the method runs on this suite and provides its hook, and every
     # --set value has the type and range its setting declares.
     if loss_fn is not None:
-        from methods.token_kd import user_loss_recipe
+        from methods.instruct.token_kd import user_loss_recipe
 
         recipe = user_loss_recipe(options)
     else:
@@ -251,9 +250,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.compare import compare, compare_data
-    from bench.results import ResultStore
-    from bench.suites import SUITES
+    from bench.core.compare import compare, compare_data
+    from bench.core.results import ResultStore
+    from bench.suite import SUITES
 
     metadata = SUITES.entry(args.suite).meta["metadata"]
     _check_preset(args.preset, metadata)
@@ -285,7 +284,7 @@ def _check_preset(preset: str, metadata: SuiteMetadata) -> None:
 
 def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
     """``bench run`` each (method, seed) of ``bench compare --seeds`` without a result."""
-    from bench.results import ResultStore
+    from bench.core.results import ResultStore
 
     have = {(r["method"], r["seed"]) for r in ResultStore(args.results).load(args.suite)
             if r["preset"] == args.preset}
@@ -307,8 +306,8 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench.leaderboard import write_leaderboards
-    from bench.suites import SUITES
+    from bench.core.leaderboard import write_leaderboards
+    from bench.suite import SUITES
 
     if not args.results.is_dir():
         raise UsageError(f"{args.results}: no such results directory; pass --results DIR")
@@ -320,7 +319,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
-    from bench import assets
+    from bench.core import assets
 
     if args.assets_command == "prepare":
         asset_names = [n for n in args.names if n != "collections"]

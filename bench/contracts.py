@@ -79,7 +79,7 @@ class LMContext(RunContext):
 
 @dataclass(kw_only=True)
 class InstructContext(LMContext):
-    train: list[Any]  # methods.token_kd.TrainExample: prompt ids, response ids, top-k logits
+    train: list[Any]  # methods.instruct.token_kd.TrainExample: prompt ids, response ids, top-k logits
 
     teacher = _alias("base")
     teacher_name = _alias("base_name")
@@ -102,7 +102,7 @@ class SpecContext(LMContext):
 
 @dataclass(kw_only=True)
 class AlignContext(LMContext):
-    pairs: list[Any]  # methods.dpo.PreferencePair
+    pairs: list[Any]  # methods.align.dpo.PreferencePair
     prompts: list[list[int]]  # training prompts (chat-rendered ids), for on-policy recipes
 
     reference = _alias("base")
@@ -170,7 +170,7 @@ def methods_for(suite: str) -> list[Any]:
 
 def check_declarations() -> None:
     """Every method entry names at least one suite, and only suites that exist."""
-    from bench.suites import SUITES
+    from bench.suite import SUITES
     from methods import METHODS
 
     known = set(SUITES.names())

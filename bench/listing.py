@@ -8,7 +8,7 @@ from bench.suite import SuiteMetadata
 
 def method_suite_matrix() -> tuple[list[str], dict[str, set[str]]]:
     """(suite names, method name -> the suites it runs on), from the registry entries."""
-    from bench.suites import SUITES
+    from bench.suite import SUITES
     from methods import METHODS
 
     runs: dict[str, set[str]] = {}
@@ -18,7 +18,7 @@ def method_suite_matrix() -> tuple[list[str], dict[str, set[str]]]:
 
 
 def print_matrix() -> None:
-    from bench.suites import SUITES
+    from bench.suite import SUITES
 
     suites, runs = method_suite_matrix()
     users = [s for s in suites if SUITES.entry(s).meta["metadata"].user_loss]

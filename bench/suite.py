@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import UsageError
+from bench.registry import Registry
 
 # Presets every suite has; a suite may add its own (e.g. ``cpu-long``).
 BASE_PRESETS = ("smoke", "default", "full")
@@ -234,7 +235,7 @@ class SuiteMetadata:
         return {**{s.name: s.default for s in self.settings}, **self.presets[preset]}
 
     def leaderboard_meta(self) -> dict[str, Any]:
-        """What :mod:`bench.leaderboard` reads (the registry entry's ``meta``)."""
+        """What :mod:`bench.core.leaderboard` reads (the registry entry's ``meta``)."""
         meta: dict[str, Any] = {"baseline": self.baseline, "main_score": self.main_score,
                                 "higher_is_better": self.higher_is_better, "test": self.test,
                                 "family": self.family, "metadata": self}
@@ -325,8 +326,6 @@ class Suite(ABC):
 
 def suite_metadata(name: str) -> SuiteMetadata:
     """The metadata of suite ``name`` as discovery read it (no suite module imported)."""
-    from bench.suites import SUITES
-
     return SUITES.entry(name).meta["metadata"]
 
 
@@ -342,8 +341,8 @@ def baseline_bootstrap(options: RunOptions, suite: str, dataset_id: str, metric:
         return None, None
     import math
 
-    from bench.results import ResultStore
-    from bench.stats import bootstrap_ci
+    from bench.core.results import ResultStore
+    from bench.core.stats import bootstrap_ci
 
     base = [r for r in ResultStore(options.out).load(suite)
             if r["method"] == baseline and r["dataset"]["id"] == dataset_id
@@ -366,3 +365,9 @@ def attach_baseline_bootstrap(config: dict[str, Any], notes: list[str], options:
         config["paired_bootstrap_vs_baseline"] = entry
     if note:
         notes.append(note)
+
+
+# Every module under bench/ (and every plug-in) that declares ``NAME = SuiteMetadata(...)``
+# and a Suite subclass with ``metadata = NAME``; an entry's ``meta`` is the metadata's
+# ``leaderboard_meta()``, with the SuiteMetadata itself under ``"metadata"``.
+SUITES: Registry[type[Suite]] = Registry("suite", base=Suite, discover="bench")

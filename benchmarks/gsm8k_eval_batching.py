@@ -22,8 +22,8 @@ from pathlib import Path
 
 
 def _model(path: str | None, layers: int) -> tuple[object, object]:
-    from bench.assets import load_causal_lm
-    from methods.token_kd import build_student
+    from bench.core.assets import load_causal_lm
+    from methods.instruct.token_kd import build_student
 
     model, tok = load_causal_lm(path or "smollm2-135m-instruct", dtype="float32")
     if layers and layers < model.config.num_hidden_layers:
@@ -43,8 +43,8 @@ def main() -> None:
 
     import torch
 
-    from bench.suites.gsm8k import parse_dataset
-    from bench.suites.gsm8k_eval import evaluate_model
+    from bench.reasoning.evaluation import evaluate_model
+    from bench.reasoning.suite import parse_dataset
 
     torch.set_num_threads(args.threads)
     model, tok = _model(args.model, args.layers)

@@ -28,7 +28,7 @@ def _pairs(n: int) -> tuple[list[str], list[str]]:
     collection = load_collection("offline/boolq")
     queries = dict(sorted(collection.queries("test").items())[: max(1, n // 20) + 1])
     suite = RetrievalSuite.__new__(RetrievalSuite)
-    from bench.assets import cache_dir
+    from bench.core.assets import cache_dir
 
     run = suite._bm25(collection, queries, cache_dir() / "runs")
     docs = collection.docs()
@@ -39,7 +39,7 @@ def _pairs(n: int) -> tuple[list[str], list[str]]:
 def worker(mode: str, n: int, dtype: str, batch_size: int) -> dict[str, float]:
     import torch
 
-    from bench.assets import load_causal_lm
+    from bench.core.assets import load_causal_lm
     from bench.retrieval.rerankers import YesNoLLMReranker
 
     torch.manual_seed(0)

@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
+from bench.core.progress import progress_bar
 from bench.errors import UsageError
-from bench.progress import progress_bar
 
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "trainer_rng"

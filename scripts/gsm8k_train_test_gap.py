@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import bench.suites.gsm8k_eval as gsm8k_eval
+import bench.reasoning.evaluation as gsm8k_eval
 from bench.cli import main
-from bench.generation import generate
+from bench.core.generation import generate
 from bench.reasoning.arith import make_arith
 from bench.reasoning.lm_eval_tasks import ARITH_SEED
 from bench.reasoning.problem import answers_match
-from methods.cot_distill import prompt_ids
+from methods.reasoning.cot_distill import prompt_ids
 
 
 class _Done(Exception):

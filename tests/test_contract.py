@@ -11,8 +11,7 @@ import pytest
 from bench.cli import main
 from bench.contracts import PROTOCOLS, methods_for, resolve_recipe
 from bench.errors import UsageError
-from bench.suite import DatasetSpec, RunOptions, Setting, SuiteMetadata
-from bench.suites import SUITES
+from bench.suite import SUITES, DatasetSpec, RunOptions, Setting, SuiteMetadata
 from methods import METHODS
 
 
@@ -30,8 +29,8 @@ def test_discovery_reads_what_each_suite_class_declares():
 
 
 def test_literal_dataset_lists_match_the_data_modules():
-    from bench.suites.instruct import TASKS
-    from bench.suites.specbench_data import CATEGORIES
+    from bench.instruct.suite import TASKS
+    from bench.specdec.data import CATEGORIES
 
     spec = SUITES.entry("specbench").meta["metadata"]
     assert [(d.id, d.description, d.stands_in_for) for d in spec.datasets[:-1]] == \

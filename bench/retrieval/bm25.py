@@ -42,11 +42,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from bench.assets.models import online_mode
-from bench.assets.specs import cache_dir
+from bench.core.assets.models import online_mode
+from bench.core.assets.specs import cache_dir
+from bench.core.progress import progress_bar
 from bench.errors import UsageError
-from bench.progress import progress_bar
-from bench.trec import write_run
+from bench.retrieval.trec import write_run
 
 K1 = 0.9
 B = 0.4

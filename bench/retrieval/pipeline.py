@@ -24,7 +24,7 @@ RetrievalContext) -> [(row name, reranker | None, model name), ...]``, one row p
 leaderboard row the run yields (DeAR: the undistilled student, DeAR-P, DeAR-L); a reranker
 is pointwise or listwise (``bench.retrieval.rerank``), ``None`` keeps the BM25 candidates.
 It may list extra ``--set`` keys in ``settings_keys``. Each row records its reranking seconds per
-query. The baselines live in ``methods/retrieval_baselines.py``: ``bm25``, ``minilm``,
+query. The baselines live in ``methods/retrieval/baselines.py``: ``bm25``, ``minilm``,
 ``rerank-teacher`` (the teacher row: whatever ``--teacher`` names, resolved by
 ``bench.retrieval.teachers.load_teacher_reranker`` exactly as DeAR resolves its teacher)
 and ``llm-zeroshot``.
@@ -81,9 +81,9 @@ class RetrievalSuite(Suite):
         return records
 
     def _run_dataset(self, dataset_id: str, options: RunOptions) -> list[dict[str, Any]]:
-        from bench.assets import cache_dir
-        from bench.evaluate import evaluate_run
-        from bench.results import new_record
+        from bench.core.assets import cache_dir
+        from bench.core.results import new_record
+        from bench.retrieval.evaluate import evaluate_run
 
         start = time.perf_counter()
         settings = self.settings(options)
@@ -128,7 +128,7 @@ class RetrievalSuite(Suite):
         import hashlib
 
         from bench.retrieval.bm25 import BM25Retriever, build_index, prebuilt_index_name
-        from bench.trec import read_run, write_run
+        from bench.retrieval.trec import read_run, write_run
 
         qhash = hashlib.sha256("\n".join(sorted(queries)).encode()).hexdigest()[:12]
         key = collection.checksum("test")[7:23]

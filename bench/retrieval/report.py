@@ -28,8 +28,8 @@ def _per_query(records: list[dict[str, Any]], metric: str) -> dict[str, float]:
 def undistilled_tables(records: Sequence[dict[str, Any]], *, test: str = "ttest",
                        alpha: float = 0.05) -> list[str]:
     """Markdown lines: one row per (distilled row, dataset) with a matching undistilled row."""
-    from bench.leaderboard import TEST_NAMES, escape_md, row_method
-    from bench.stats import paired_test
+    from bench.core.leaderboard import TEST_NAMES, escape_md, row_method
+    from bench.core.stats import paired_test
 
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in records:

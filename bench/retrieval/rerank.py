@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from bench.progress import progress_bar
-from bench.trec import ranked
+from bench.core.progress import progress_bar
+from bench.retrieval.trec import ranked
 
 Run = dict[str, dict[str, float]]
 

@@ -62,7 +62,7 @@ class BiEncoderReranker:
 
     def prefetch(self, texts: Sequence[str], progress: bool = True) -> None:
         """Encode many texts in length-sorted passes (faster than pair batches)."""
-        from bench.progress import progress_bar
+        from bench.core.progress import progress_bar
 
         new = sorted({t for t in texts if t not in self._memo}, key=len)
         step = self.batch_size * 8

@@ -53,7 +53,7 @@ BEIR = SuiteMetadata(
         DatasetSpec("beir/fiqa/test", "real BEIR set via ir-datasets"),
     ),
     settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS,
-    plot="bench.plots:main_score_bars", sections="bench.retrieval.report:undistilled_tables",
+    plot="bench.core.plots:main_score_bars", sections="bench.retrieval.report:undistilled_tables",
 )
 
 TREC_DL = SuiteMetadata(

@@ -226,7 +226,7 @@ def _model_files(name: str, local: bool, flag: str,
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    from bench.assets.models import configure_offline
+    from bench.core.assets.models import configure_offline
     from bench.errors import UsageError
 
     offline = configure_offline()
@@ -265,7 +265,7 @@ def describe_reranker(name: str, *, flag: str = "--teacher") -> RerankerSource:
        bare encoder architecture (``BertModel``): ``bi-encoder`` (mean pooling, cosine);
     4. anything else (a causal LM, a masked LM): a UsageError naming ``flag``.
     """
-    from bench.assets.specs import ASSETS, spec
+    from bench.core.assets.specs import ASSETS, spec
     from bench.errors import UsageError
 
     if name in ASSETS:
@@ -273,7 +273,7 @@ def describe_reranker(name: str, *, flag: str = "--teacher") -> RerankerSource:
             raise UsageError(f"{flag} {name!r}: asset is {spec(name).kind}, not a model")
         if name == TEACHER_DEFAULT:  # no need to read files: it is the MiniLM bi-encoder
             return RerankerSource(name, "bi-encoder", name, True)
-        from bench.assets.models import _resolve_model_source
+        from bench.core.assets.models import _resolve_model_source
 
         source, local = _resolve_model_source(name, flag)
     else:
@@ -345,7 +345,7 @@ def _adapter_identity(described: RerankerSource, weights: dict[str, Any], dtype:
     else:  # a hub id (real scale, opt-in): cache only unless DISTILLBENCH_ONLINE=1
         from huggingface_hub import hf_hub_download
 
-        from bench.assets.models import configure_offline
+        from bench.core.assets.models import configure_offline
 
         config = hf_hub_download(base.source, "config.json",
                                  local_files_only=configure_offline())
@@ -373,7 +373,7 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
     into its base (one plain model to run); its head must be in the adapter's weights
     (``modules_to_save``), else the "teacher" would be a random head: a UsageError.
     """
-    from bench.assets.models import _from_pretrained, _resolve_dtype, load_bi_encoder
+    from bench.core.assets.models import _from_pretrained, _resolve_dtype, load_bi_encoder
     from bench.errors import UsageError
 
     name = name or TEACHER_DEFAULT

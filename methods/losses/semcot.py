@@ -16,7 +16,7 @@ github.com/YinhanHe123/SemCoT (``training/train_semcot.py``), which these functi
   states (as input embeddings) and the answer prompt. ``alpha`` is the paper's balance
   (official best value for GSM8K with the Llama-2 configuration: 0.25).
 
-Both are pure tensor functions (scalar out); the recipe is :mod:`methods.semcot`.
+Both are pure tensor functions (scalar out); the recipe is :mod:`methods.reasoning.semcot`.
 """
 
 from __future__ import annotations

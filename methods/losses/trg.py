@@ -4,7 +4,7 @@ Zhang et al., "Knowledge Distillation via Token-level Relationship Graph", arXiv
 The objective is ``L = L_logit + a·L_inner + b·L_local + g·L_global`` over patch tokens.
 Only the paper's abstract and first page could be read offline (no official code is
 public), so every choice the formulas below leave open is stated here and in
-:mod:`methods.trg`:
+:mod:`methods.vision.trg`:
 
 - **Graph** (:func:`knn_graph`): over a set of n tokens, ``A_ij = exp(-‖T_i − T_j‖² / 2σ)``
   when ``j`` is one of the ``k`` nearest neighbours of ``i`` (Euclidean, self excluded),

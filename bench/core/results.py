@@ -1,0 +1,321 @@
+"""Result records: one schema-checked JSON file per (suite, dataset, method, model, seed).
+
+A record carries everything needed to trust and regenerate a leaderboard row: metrics,
+per-item scores (for paired significance tests), the config and preset, which dataset it ran
+on (id, checksum, and whether it is an offline stand-in for a real benchmark), the suite
+version, and provenance (package versions, git commit, hardware, wall time, date).
+
+Writes are atomic (temp file in the same directory, fsync, then a no-clobber hard link or
+``os.replace``), so a crash never leaves a partial file, and an existing result is never
+replaced unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ResultExistsError, SchemaError
+
+SCHEMA_VERSION = 1
+_NAME = {"type": "string", "minLength": 1}
+_NUMBER = {"type": "number"}
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "schema_version", "suite", "suite_version", "dataset", "method", "model", "seed",
+        "preset", "main_score", "metrics", "per_item", "config", "implementation", "notes",
+        "provenance",
+    ],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "suite": _NAME,
+        "suite_version": _NAME,
+        "dataset": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "checksum", "split", "offline_stand_in"],
+            "properties": {
+                "id": _NAME,
+                "checksum": {"type": "string", "pattern": "^(sha256:[0-9a-f]{64}|unknown)$"},
+                "split": _NAME,
+                # True when the data is the packaged offline substitute, never the real benchmark.
+                "offline_stand_in": {"type": "boolean"},
+                "stands_in_for": {"type": ["string", "null"]},
+                "num_items": {"type": "integer", "minimum": 0},
+            },
+        },
+        "method": _NAME,
+        "model": _NAME,
+        "seed": {"type": "integer"},
+        "preset": _NAME,
+        "main_score": _NAME,
+        "metrics": {"type": "object", "minProperties": 1, "additionalProperties": _NUMBER},
+        # metric -> item id -> score; may be empty when a suite has no per-item scores.
+        "per_item": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": _NUMBER},
+        },
+        "config": {"type": "object"},
+        # "partial" rows are flagged in every leaderboard; notes say what is missing.
+        "implementation": {"enum": ["full", "partial"]},
+        "notes": {"type": "array", "items": {"type": "string"}},
+        "provenance": {
+            "type": "object",
+            "required": ["git_commit", "package_versions", "hardware", "wall_time_s", "date"],
+            "properties": {
+                "git_commit": {"type": "string"},
+                "git_dirty": {"type": "boolean"},
+                "package_versions": {"type": "object", "additionalProperties": {"type": "string"}},
+                "hardware": {"type": "object"},
+                "wall_time_s": {"type": "number", "minimum": 0},
+                "date": {"type": "string", "format": "date-time"},
+                "command": {"type": "string"},
+                "python": {"type": "string"},
+            },
+        },
+    },
+}
+
+TRACKED_PACKAGES = (
+    "distillbench", "torch", "transformers", "peft", "accelerate", "pyserini", "ir-datasets",
+    "lm-eval", "ranx", "datasets", "numpy",
+)
+
+
+def validate(record: dict[str, Any], source: str = "result record") -> None:
+    """Raise :class:`SchemaError` naming ``source`` and the first offending field."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(RESULT_SCHEMA)
+    errors = sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise SchemaError(f"{source}: field '{field}': {err.message}")
+    main = record["main_score"]
+    if main not in record["metrics"]:
+        raise SchemaError(f"{source}: field 'main_score': {main!r} is not among the metrics")
+    for name, value in _iter_numbers(record):
+        if not math.isfinite(value):
+            raise SchemaError(f"{source}: field '{name}': {value} is not a finite number")
+
+
+def _iter_numbers(record: dict[str, Any]) -> Iterable[tuple[str, float]]:
+    for k, v in record["metrics"].items():
+        yield f"metrics/{k}", float(v)
+    for metric, items in record["per_item"].items():
+        for item, v in items.items():
+            yield f"per_item/{metric}/{item}", float(v)
+
+
+def collect_provenance(wall_time_s: float, command: str | None = None) -> dict[str, Any]:
+    """Package versions, git commit, hardware and date, without importing heavy packages."""
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    commit, dirty = _git_state()
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "package_versions": versions,
+        "hardware": hardware_info(),
+        "wall_time_s": round(float(wall_time_s), 3),
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "command": command if command is not None else " ".join(["bench", *sys.argv[1:]]),
+        "python": platform.python_version(),
+    }
+
+
+@functools.cache
+def _git_state() -> tuple[str, bool]:
+    """(HEAD, dirty) of the checkout, read once per process: ``bench run`` reads it when it
+    starts, so a record names the code the run imported, not edits made while it ran."""
+    repo = Path(__file__).resolve().parents[2]  # bench/core/results.py -> the checkout
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo, capture_output=True, text=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+    return commit or "unknown", bool(status.strip())
+
+
+def git_state_at_start() -> None:
+    """Pin the git state a run's records will carry to the moment the run starts."""
+    _git_state()
+
+
+def hardware_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass
+    torch = sys.modules.get("torch")  # report accelerators only if torch is already loaded
+    if torch is not None and torch.cuda.is_available():
+        info["accelerator"] = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    else:
+        info.setdefault("accelerator", "none" if torch is not None else "not checked")
+    return info
+
+
+def file_checksum(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """``sha256:<hex>`` over the bytes of the files, in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
+    if slug != text:  # keep distinct names distinct after sanitising
+        slug = f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return slug
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
+
+    With ``overwrite=False`` an existing file raises :class:`ResultExistsError`; the check and
+    the creation are one atomic step (``os.link`` fails if the name exists).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ResultExistsError(
+                    f"{path}: a result already exists; pass --overwrite to replace it "
+                    "or --out to write elsewhere"
+                ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class ResultStore:
+    """Results under ``root/<suite>/<dataset>/<method>__<model>__seed<seed>[__<preset>].json``
+    (the preset only when it is not ``default``, so a ``cpu-long`` or ``smoke`` run of the
+    same method and model sits beside the default result instead of colliding with it)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path_for(self, record: dict[str, Any]) -> Path:
+        preset = record.get("preset", "default")
+        name = (f"{_slug(record['method'])}__{_slug(record['model'])}__seed{record['seed']}"
+                + ("" if preset == "default" else f"__{_slug(preset)}") + ".json")
+        return self.root / _slug(record["suite"]) / _slug(record["dataset"]["id"]) / name
+
+    def write(self, record: dict[str, Any], *, overwrite: bool = False) -> Path:
+        validate(record)
+        path = self.path_for(record)
+        text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        atomic_write_text(path, text, overwrite=overwrite)
+        return path
+
+    def exists(self, record: dict[str, Any]) -> bool:
+        return self.path_for(record).exists()
+
+    @staticmethod
+    def read(path: str | os.PathLike[str]) -> dict[str, Any]:
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise SchemaError(f"{path}: field '(top level)': expected a JSON object")
+        validate(record, source=str(path))
+        return record
+
+    def load(self, suite: str | None = None) -> list[dict[str, Any]]:
+        """All records (of one suite), in a deterministic order."""
+        base = self.root / _slug(suite) if suite else self.root
+        if not base.is_dir():
+            return []
+        return [self.read(p) for p in sorted(base.rglob("*.json")) if not p.name.startswith(".")]
+
+
+def new_record(
+    *,
+    suite: str,
+    suite_version: str,
+    dataset: dict[str, Any],
+    method: str,
+    model: str,
+    seed: int,
+    preset: str,
+    main_score: str,
+    metrics: dict[str, float],
+    per_item: dict[str, dict[str, float]] | None = None,
+    config: dict[str, Any] | None = None,
+    implementation: str = "full",
+    notes: list[str] | None = None,
+    wall_time_s: float = 0.0,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Assemble and validate a record, filling in provenance."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "suite": suite,
+        "suite_version": str(suite_version),
+        "dataset": dataset,
+        "method": method,
+        "model": model,
+        "seed": int(seed),
+        "preset": preset,
+        "main_score": main_score,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "per_item": {m: {str(i): float(v) for i, v in items.items()}
+                     for m, items in (per_item or {}).items()},
+        "config": config or {},
+        "implementation": implementation,
+        "notes": list(notes or []),
+        "provenance": collect_provenance(wall_time_s, command),
+    }
+    validate(record)
+    return record

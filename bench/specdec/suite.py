@@ -1,0 +1,376 @@
+"""``specbench``: speculative decoding speed (Spec-Bench protocol) and losslessness.
+
+Methods (:mod:`methods.specdec.drafts`): ``ar`` (plain decoding, the reference), ``draft-lm``
+(a KD-trained first-k-layers draft LM), ``eagle`` and ``fspad`` (feature-level heads over
+the frozen target). Target: SmolLM2-135M-Instruct (float32, batch 1, as Spec-Bench's
+single-request setting), any causal LM with ``--teacher``.
+
+Data (:mod:`bench.specdec.data`): six Spec-Bench categories from packaged data
+(offline stand-ins, labelled as such) with fixed train/test splits, chat template applied;
+``--dataset path/to/question.jsonl`` (MT-Bench or Spec-Bench format) at real scale.
+
+Records: one per category, dataset id ``offline/specbench-<category>`` (real scale:
+``<name>/<category>``), plus ``offline/specbench-all`` (``<name>/all``) over every test
+prompt, all with main score ``speedup`` (plain / speculative wall time, interleaved in the
+same run, :func:`bench.specdec.evaluation.decode_item`); ``tau`` and the other metrics of
+:mod:`bench.specdec.evaluation` alongside, per-item scores for paired tests. The
+leaderboard's Mean column therefore averages the six categories and the ``all`` record;
+read the ``all`` column for Spec-Bench's overall figure. Lossless checks in every record's
+config (``lossless``: every greedy output identical to plain decoding's, token for token,
+and the per-item flags); the ``all`` record also carries the speculative-sampling
+chi-square test (``sampling_check``, p-value also as metric ``sampling_p``).
+
+Presets (recorded in every result):
+
+=======  ==================================================================================
+smoke    4 train / 2 test prompts per category, 32 new tokens: minutes
+default  the committed leaderboard: 60 train prompts per category (360 greedy target
+         responses of up to 128 tokens, generated once and cached with the target's
+         features), 5 test prompts per category (30 items, 35 turns), up to 128 new tokens
+         per turn, chain drafting with k = 3, heads trained 3 epochs (~135 steps), the
+         4-layer draft LM 2 KD epochs, a sampling check of 60 draws on each of the two
+         shortest prompts, and the same timing at temperature 1 (``speed_temperature``;
+         metrics ``*_sampling``)
+full     paper scale on a GPU: ``--teacher lmsys/vicuna-7b-v1.3`` (or a LLaMA-2/3 chat
+         model), ``--dataset path/to/spec_bench/question.jsonl``, ``--set
+         train_file=sharegpt.jsonl`` (68k ShareGPT dialogues, EAGLE's data), EAGLE-2
+         trees (60 tokens, depth 5, top-k 10), 1,024 new tokens, heads trained 20 epochs
+         with the official hyperparameters (lr 3e-5 EAGLE / 5e-5 FSPAD, betas (0.9, 0.95),
+         2,000 warm-up steps, bf16); ``accelerate launch -m bench run --preset full ...``
+=======  ==================================================================================
+
+How the default was sized (one probe, SmolLM2-135M target, 1 thread, a loaded 2-core
+CPU): plain decoding 160 ms per token; a target pass over 5 tokens (chain k = 4) 250 ms
+(1.6x a single token), over a 60-node EAGLE-2 tree 575 ms, and drafting that tree another
+575 ms, so trees lose on this CPU and chains are the default; an EAGLE draft step costs
+~38 ms, most of it the 49k-row LM head (a 4-layer draft LM about the same), so with
+per-token acceptance 0.6-0.8 a chain of 2-3 beats 4 (k = 3 chosen). Head training: 2.1 s
+(EAGLE) / 3.0 s (FSPAD) per step of 8 sequences; a speculative-sampling draw 0.5-1.3 s
+(a prefill each). Extrapolated per method (responses and features cached): ar ~13 min,
+eagle ~17, fspad ~20, draft-lm ~19 at that speed; less on 2 idle cores.
+Measured with the default (2026-11-29, 1 torch thread while another 1-thread job ran on
+the second core): target responses + features 3.8 min once; ``fspad`` 23.2 min with them
+cached (training 3.2, greedy pass 10.0, sampling pass 9.3, sampling check 0.6), i.e.
+~27 min from an empty cache; ``draft-lm`` 38.7 min (its 4-layer draft with a full LM head
+spends 66% of the speculative time drafting); ``ar`` 6.5 min without the sampling pass.
+Every draft reached tau 1.3-1.4 only (3 minutes of head training), so no speedup
+exceeds 1 on this CPU.
+``--set draft_vocab=8192`` restricts the heads' draft logits to the most frequent
+training tokens (FR-Spec): draft steps ~3x cheaper in the probe, lossless, not the
+papers' setting, so off by default.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageError
+from bench.specdec.data import CATEGORIES, CATEGORY_NAMES
+from bench.suite import (
+    DatasetSpec,
+    RunOptions,
+    Setting,
+    Suite,
+    SuiteMetadata,
+    attach_baseline_bootstrap,
+)
+
+METADATA = SuiteMetadata(
+    name="specbench", version="1", family="specdec",
+    summary="speculative decoding: speedup vs plain decoding (interleaved, same run), "
+            "tau, lossless checks per Spec-Bench category (offline: packaged QA, "
+            "summarization, translation, math, RAG, multi-turn prompts)",
+    citation="Xia et al. 2024 (Spec-Bench), arXiv:2401.07851",
+    main_score="speedup", baseline="ar", test="bootstrap",
+    plot="bench.core.plots:speedup_vs_tau", sections="bench.specdec.evaluation:spec_bench_tables",
+    description="Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
+                "batch size 1; every test prompt is decoded plainly and with the method "
+                "back to back (A B A B) on a shared 2-core CPU, so speedups carry timing "
+                "noise (the ar row, plain against plain, shows its size) and depend on "
+                "this hardware; tau (tokens per target pass) does not. Heads are trained "
+                "for minutes on 360 target responses, not the papers' 20 epochs of "
+                "ShareGPT on a 7B target: compare methods here, not with the papers' "
+                "figures. Mean = mean over the six categories and the 'all' record. "
+                "Greedy decoding gives the main score; the `_sampling` metrics (per "
+                "dataset below, hollow stars in the plot) repeat the measurement with "
+                "speculative sampling at temperature 1 on a chain of k drafts.",
+    # One per category of bench.specdec.data.CATEGORIES (a test checks), then all.
+    datasets=(
+        DatasetSpec("offline/specbench-multi-turn", "QuAC dialogues as two turns",
+                    stands_in_for="MT-Bench (Spec-Bench)"),
+        DatasetSpec("offline/specbench-translation", "English -> French sentences",
+                    stands_in_for="WMT14 DE-EN (Spec-Bench)"),
+        DatasetSpec("offline/specbench-summarization", "XSum BBC articles",
+                    stands_in_for="CNN/DailyMail (Spec-Bench)"),
+        DatasetSpec("offline/specbench-qa", "NQ-open questions",
+                    stands_in_for="Natural Questions (Spec-Bench)"),
+        DatasetSpec("offline/specbench-math_reasoning", "ASDiv word problems",
+                    stands_in_for="GSM8K (Spec-Bench)"),
+        DatasetSpec("offline/specbench-rag", "NarrativeQA passage + question",
+                    stands_in_for="NQ with retrieved passages (Spec-Bench)"),
+        DatasetSpec("offline/specbench-all", "all six categories",
+                    stands_in_for="Spec-Bench overall"),
+    ),
+    settings=(
+        Setting("train_per_category", "int", 60, "training prompts per category (null: all)",
+                min=1, nullable=True),
+        Setting("test_per_category", "int", 5, "test prompts per category (null: all)", min=1,
+                nullable=True),
+        Setting("max_new_tokens", "int", 128, "tokens decoded per prompt", min=1),
+        Setting("max_context_tokens", "int", 128, "prompts are cut to this many tokens",
+                min=1),
+        Setting("max_turns", "int", 2, "turns of a multi-turn prompt", min=1),
+        Setting("topk", "int", 64, "target logits cached per response token", min=1),
+        Setting("gen_batch_size", "int", 32, "prompts per batch for the training responses",
+                min=1),
+        Setting("teacher_dtype", "str", "bfloat16", "target weights for the training responses",
+                choices=("float32", "bfloat16", "float16")),
+        Setting("k", "int", 3, "draft tokens per verification (chain)", min=1),
+        Setting("tree", "str", None, "EAGLE-2 tree total,depth,top_k (e.g. 60,5,10); null: "
+                "chain", nullable=True),
+        Setting("baseline", "str", "ar", "method the result's bootstrap interval is against"),
+        Setting("sampling_prompts", "int", 2, "prompts per category of the sampling check",
+                min=0),
+        Setting("sampling_runs", "int", 60, "runs per prompt of the sampling check", min=1),
+        Setting("sampling_temperature", "float", 1.0, "temperature of the sampling check",
+                min=0),
+        Setting("speed_temperature", "float", 1.0, "temperature of the sampling speed rows",
+                min=0),
+        Setting("train_file", "str", None, "JSONL of training prompts instead of the packaged "
+                "ones", nullable=True),
+        Setting("train_responses", "str", "target", "heads learn the target's responses or "
+                "the references", choices=("target", "reference")),
+    ),
+    presets={
+        "smoke": {"train_per_category": 4, "test_per_category": 2, "max_new_tokens": 32,
+                  "sampling_runs": 40},
+        "default": {},
+        "full": {"train_per_category": None, "test_per_category": None,
+                 "max_new_tokens": 1024, "tree": "60,5,10", "gen_batch_size": 16},
+    },
+)
+
+
+def parse_tree(value: Any) -> Any:
+    """``None``/"none"/"" -> None (chain); "60,5,10" or a list -> TreeConfig."""
+    from bench.specdec import TreeConfig
+
+    if value in (None, "", "none", "chain"):
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        total, depth, top_k = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise UsageError(f"--set tree={value!r}: use none or total,depth,top_k (e.g. 60,5,10)"
+                         ) from None
+    return TreeConfig(total, depth, top_k)
+
+
+class SpecBenchSuite(Suite):
+    metadata = METADATA
+
+    def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
+        settings = self.resolve_settings(options, recipe)
+        if options.limit is not None:
+            settings["test_per_category"] = options.limit
+        parse_tree(settings["tree"])
+        return settings
+
+    # -- data ----------------------------------------------------------------------------
+    def _data(self, options: RunOptions, settings: dict[str, Any], tokenizer: Any
+              ) -> tuple[str, bool, list[Any], list[tuple[str, list[Any]]]]:
+        """(name prefix, offline?, train items, [(category, test items)])."""
+        from bench.specdec import data as sd
+
+        n_train, n_test = settings["train_per_category"], settings["test_per_category"]
+        pools = sd.offline_pools(tokenizer, settings["max_context_tokens"], n_train, n_test)
+        train = [it for c in CATEGORY_NAMES for it in pools[c][0]]
+        if settings["train_file"]:
+            train = sd.train_file(settings["train_file"])
+            train = train[:n_train] if n_train else train
+        if options.dataset is None or options.dataset.startswith("offline/specbench"):
+            wanted = CATEGORY_NAMES
+            if options.dataset and options.dataset != "offline/specbench-all":
+                wanted = tuple(c for c in CATEGORY_NAMES
+                               if options.dataset == f"offline/specbench-{c}")
+                if not wanted:
+                    raise UsageError(f"--dataset {options.dataset!r}: not a dataset of suite "
+                                     f"'specbench'; choose one of "
+                                     f"{', '.join(d.id for d in self.datasets)} or a "
+                                     "question.jsonl file")
+            return "offline/specbench-", True, train, [(c, pools[c][1]) for c in wanted]
+        if not Path(options.dataset).is_file():
+            raise UsageError(f"--dataset {options.dataset!r}: not a dataset of suite "
+                             "'specbench' and not a file; pass an MT-Bench/Spec-Bench "
+                             "question.jsonl")
+        name, items = sd.question_file(options.dataset)
+        cats: dict[str, list[Any]] = {}
+        for it in items:
+            cats.setdefault(it.category, []).append(it)
+        return f"{name}/", False, train, [(c, v[:n_test] if n_test else v)
+                                          for c, v in cats.items()]
+
+    def _train_examples(self, settings: dict[str, Any], items: list[Any], target: Any,
+                        target_name: str, tokenizer: Any, work_dir: Path) -> list[Any]:
+        import copy
+
+        import torch
+
+        from bench.core.generation import GenerationCache, chat_prompt_ids, generate, stop_ids
+        from methods.instruct.token_kd import TrainExample
+
+        prompts = [chat_prompt_ids(tokenizer, it.turns[0]) for it in items]
+        if settings["train_responses"] == "reference":
+            eos = stop_ids(target, tokenizer)[:1]
+            return [TrainExample(p, tokenizer.encode(it.reference, add_special_tokens=False)
+                                 + eos) for p, it in zip(prompts, items, strict=True)
+                    if it.reference]
+        gen_model = copy.deepcopy(target).to(getattr(torch, settings["teacher_dtype"])).eval()
+        key = json.dumps([target_name, settings["teacher_dtype"], settings["max_new_tokens"],
+                          "greedy"])
+        gens = generate(gen_model, tokenizer, prompts, max_new_tokens=settings["max_new_tokens"],
+                        batch_size=settings["gen_batch_size"], topk=settings["topk"],
+                        cache=GenerationCache(work_dir / "generations", key),
+                        label="target responses (train)")
+        return [TrainExample(g.prompt_ids, g.output_ids, g.topk_values, g.topk_indices,
+                             g.topk_lse) for g in gens if g.output_ids]
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self, options: RunOptions) -> list[dict[str, Any]]:
+        from bench.contracts import SpecContext, recipe_option, resolve_recipe
+        from bench.core.assets import cache_dir, load_causal_lm
+        from bench.core.generation import stop_ids
+        from bench.specdec import evaluation as ev
+
+        start = time.perf_counter()
+        recipe = resolve_recipe(options.method, self.name)
+        settings = self.settings(options, recipe)
+        tree = parse_tree(settings["tree"])
+        work_dir = Path(options.work_dir or cache_dir() / "runs") / "specbench"
+        target_name = options.teacher or "smollm2-135m-instruct"
+        target, tokenizer = load_causal_lm(target_name)
+        import torch
+
+        if torch.cuda.is_available():  # the full preset: one GPU, batch size 1
+            target = target.to("cuda")
+        eos = stop_ids(target, tokenizer)
+        prefix, offline, train_items, tests = self._data(options, settings, tokenizer)
+        seconds: dict[str, float] = {}
+        train = []
+        if recipe_option(recipe, "needs_training_data"):
+            train = self._train_examples(settings, train_items, target, target_name,
+                                         tokenizer, work_dir)
+        seconds["setup_and_train_data"] = round(time.perf_counter() - start, 1)
+        context = SpecContext(options=options, settings=settings, work_dir=work_dir,
+                              base_name=target_name, base=target, tokenizer=tokenizer,
+                              train=train)
+        t0 = time.perf_counter()
+        draft, model_name = recipe.build_draft(context)
+        seconds["train"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        flat = [it for _, items in tests for it in items]
+        if not flat:
+            raise UsageError("no test prompts selected; check --limit / test_per_category")
+        k = int(settings["k"])
+        ev.warmup(target, draft, tokenizer, flat[0], eos_ids=eos, k=k, tree=tree)
+        from bench.core.progress import progress_bar
+
+        results = []
+        with progress_bar(len(flat), f"{options.method}: plain vs speculative") as advance:
+            for it in flat:
+                results.append(ev.decode_item(target, draft, tokenizer, it,
+                                              max_new_tokens=settings["max_new_tokens"],
+                                              eos_ids=eos, k=k, tree=tree,
+                                              max_turns=settings["max_turns"]))
+                advance(1, speedup=results[-1].plain_time / max(results[-1].spec_time, 1e-9))
+        seconds["decode"] = round(time.perf_counter() - t0, 1)
+        sampled: dict[str, Any] = {}
+        if (temp := float(settings["speed_temperature"] or 0.0)) > 0:
+            t0 = time.perf_counter()
+            with progress_bar(len(flat), f"{options.method}: plain vs speculative sampling, "
+                              f"T={temp:g}") as advance:
+                for it in flat:
+                    r = ev.decode_item(target, draft, tokenizer, it,
+                                       max_new_tokens=settings["max_new_tokens"], eos_ids=eos,
+                                       k=k, tree=tree, max_turns=settings["max_turns"],
+                                       temperature=temp, seed=options.seed)
+                    sampled[r.id] = r
+                    advance(1, speedup=r.plain_time / max(r.spec_time, 1e-9))
+            seconds["decode_sampling"] = round(time.perf_counter() - t0, 1)
+        check = None
+        if draft is not None and settings["sampling_runs"]:
+            t0 = time.perf_counter()
+            from bench.specdec.data import conversation_ids
+
+            first_turns = sorted((conversation_ids(tokenizer, [it.turns[0]], []) for it in flat),
+                                 key=len)  # the shortest prompts: the cheapest prefills
+            prompts = first_turns[: settings["sampling_prompts"]]
+            check = ev.sampling_check(target, draft, prompts, runs=settings["sampling_runs"],
+                                      temperature=settings["sampling_temperature"],
+                                      seed=options.seed)
+            seconds["sampling_check"] = round(time.perf_counter() - t0, 1)
+        context.config["seconds"] = seconds
+        wall = time.perf_counter() - start
+        by_id = {r.id: r for r in results}
+        groups = [(f"{prefix}{c}", c, items) for c, items in tests if items]
+        if len(groups) > 1 or options.dataset in (None, "offline/specbench-all"):
+            groups.append((f"{prefix}all", "all", flat))
+        return [self._record(options, settings, ds, cat, items,
+                             [by_id[it.id] for it in items], offline, model_name, context,
+                             check if cat == "all" or len(groups) == 1 else None, wall, tree,
+                             [sampled[it.id] for it in items if it.id in sampled])
+                for ds, cat, items in groups]
+
+    def _record(self, options: RunOptions, settings: dict[str, Any], dataset_id: str,
+                category: str, items: list[Any], results: list[Any], offline: bool,
+                model_name: str,
+                context: Any, check: dict[str, Any] | None, wall: float, tree: Any,
+                sampled: list[Any]) -> dict[str, Any]:
+        import torch
+
+        from bench.core.results import new_record
+        from bench.specdec.data import items_checksum
+        from bench.specdec import evaluation as ev
+
+        stands_in = {c.name: c.stands_in_for for c in CATEGORIES}
+        dataset = {"id": dataset_id, "split": "test", "offline_stand_in": offline,
+                   "checksum": items_checksum(items),
+                   "stands_in_for": (stands_in.get(category, "Spec-Bench overall")
+                                     if offline else None), "num_items": len(results)}
+        metrics = ev.group_metrics(results)
+        if sampled:
+            metrics |= {f"{name}_sampling": value
+                        for name, value in ev.group_metrics(sampled).items()
+                        if name != "lossless"}
+        if check is not None and check["p_value"] is not None:
+            metrics["sampling_p"] = check["p_value"]
+        config = {"preset": options.preset, **settings, "target": context.target_name,
+                  "decoding": "tree" if tree is not None else "chain",
+                  "torch_threads": torch.get_num_threads(), **context.config,
+                  "lossless": all(r.identical for r in results),
+                  "identical": {r.id: r.identical for r in results},
+                  "samples": [{"id": r.id, "plain_output": r.text} for r in results[:2]]}
+        if check is not None:
+            config["sampling_check"] = check
+        notes = list(context.notes)
+        if not config["lossless"]:
+            notes.append("LOSSLESS CHECK FAILED: some greedy outputs differ from plain "
+                         "decoding (see config.identical)")
+        if check is not None and check["passed"] is False:
+            notes.append(f"sampling check rejected the target distribution "
+                         f"(p = {check['p_value']:.2g})")
+        per_item = ev.per_item_scores(results)
+        if sampled:
+            per_item |= {f"{name}_sampling": scores for name, scores in
+                         ev.per_item_scores(sampled).items() if name in ("speedup", "tau")}
+        attach_baseline_bootstrap(config, notes, options, self.name, dataset_id, "speedup",
+                                  per_item["speedup"], settings["baseline"])
+        return new_record(
+            suite=self.name, suite_version=self.version, dataset=dataset,
+            method=options.method, model=model_name, seed=options.seed,
+            preset=options.preset, main_score=self.main_score, metrics=metrics,
+            per_item=per_item, config=config, implementation="full", notes=notes,
+            wall_time_s=wall)

