@@ -332,8 +332,8 @@ class SpecBenchSuite(Suite):
         import torch
 
         from bench.core.results import new_record
-        from bench.specdec.data import items_checksum
         from bench.specdec import evaluation as ev
+        from bench.specdec.data import items_checksum
 
         stands_in = {c.name: c.stands_in_for for c in CATEGORIES}
         dataset = {"id": dataset_id, "split": "test", "offline_stand_in": offline,
