@@ -3,7 +3,7 @@
 Both paths answer the same ``offline/arith-2x2-digits`` test questions through lm-eval with
 the same model (by default the first 8 layers of a gsm8k teacher, the default student's
 shape; ``--model`` takes any causal LM directory) and :class:`TimedHFLM`: ``batch 1``
-(``eval_batch_size=1``, every answer timed alone, the suite's protocol before 2026-11-30)
+(``eval_batch_size=1``, every answer timed alone)
 and ``batched`` (``eval_batch_size=B``, ``latency_items=0``). Repeats are interleaved
 (1 B 1 B ...) and medians reported, since this machine is noisy; the script also checks that
 the two paths give the same answers and token counts.

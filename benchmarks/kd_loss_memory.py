@@ -37,8 +37,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from methods.losses._token import _rows_loss, kl_rows  # noqa: E402
 from methods.losses.divergences import forward_kl  # noqa: E402
+from methods.losses.token_core import kl_rows, rows_loss  # noqa: E402
 
 MIB = 2**20
 PATHS = ("plain", "chunked", "checkpointed")
@@ -63,7 +63,7 @@ def checkpointed_forward_kl(student: torch.Tensor, teacher: torch.Tensor, chunk_
     total = s.new_zeros((), dtype=torch.float32)
     for s_chunk, t_chunk in zip(torch.split(s, chunk_size), torch.split(t, chunk_size),
                                 strict=True):
-        total = total + checkpoint(_rows_loss, _fkl_rows, s_chunk, t_chunk, temperature,
+        total = total + checkpoint(rows_loss, _fkl_rows, s_chunk, t_chunk, temperature,
                                    use_reentrant=False)
     return total / s.shape[0]
 

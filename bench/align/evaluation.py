@@ -158,7 +158,7 @@ class PairwiseJudge:
     def prob_first_better(self, questions: Sequence[str], first: Sequence[str],
                           second: Sequence[str]) -> list[float]:
         from bench.core.generation import chat_prompt_ids
-        from bench.retrieval.rerankers import left_pad
+        from bench.core.hf import left_pad
 
         out: list[float] = []
         rows = [chat_prompt_ids(self.tokenizer, JUDGE_TEMPLATE.format(question=q, a=a, b=b))

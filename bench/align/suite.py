@@ -23,20 +23,10 @@ reference policy; ``win_rate`` (ties 0.5) and ``gold_reward`` under the gold rew
 per-token KL(π ‖ π_ref) on the policy's own responses, fp32), ``response_tokens``; with
 ``--judge MODEL`` also ``judge_win_rate``. Paired bootstrap on ``win_rate`` against ``dpo``.
 
-Budget, from one probe with the real 135M model (1 thread of this 2-core CPU while other
-jobs ran, so an upper bound): sampling ~80 new tokens/s (32 rows a batch), greedy ~55
-(16 rows), a LoRA step under bf16 autocast ~110 tokens/s, forward ~475 (bf16) / ~225
-(fp32). Extrapolated for the default preset: preference data (150 prompts x 4 samples x
-<= 48 tokens) ~5 min, once; ``dpo`` / ``dpo-reverse`` 38 steps of 16 rows (~12 min) plus
-reference log-probs (~1.5 min, once) and evaluation (~5 min: greedy responses, the
-reference's cached after the first run, and the fp32 KL); ``aligndistil*`` 38 steps of 8
-rows (~10 min; on-policy adds a rollout per step, ~10 min more) plus evaluation, *when the
-dpo and dpo-reverse runs came first* (their models are reused; otherwise add ~25 min).
-Measured with the default (2026-11-29, 1 torch thread while another 1-thread job ran on
-the second core): ``dpo`` 15.4 min including the preference data (2.9 min, once);
-``dpo-reverse`` 11.9; ``aligndistil`` 10.0, ``-constant`` 11.9, ``-contrastive`` 10.9,
-``-on`` 18.7 (rollouts); ``sft`` 11 s with the reference responses cached. Training is
-most of each (7-16 min), evaluation ~3 min.
+Budget: the default preset is sized so that each method fits 30 minutes on 2 cores once
+the preference data is cached; ``aligndistil*`` reuse the ``dpo`` and ``dpo-reverse``
+models (and train them first when none are cached). The sizing probe and the measured
+wall times per method: docs/measurements/align.md.
 
 Presets (recorded in every result; sizes per QA set):
 
@@ -70,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contracts import AlignContext, recipe_option, resolve_recipe
+from bench.core.hf import inference_copy
 from bench.errors import UsageError
 from bench.instruct.suite import Item, split
 from bench.suite import (
@@ -94,7 +85,8 @@ METADATA = SuiteMetadata(
                 "training prompt under a gold reward (MiniLM cosine to the reference "
                 "answers). Win rate is against the reference policy's greedy responses "
                 "(ties 0.5) under the same gold reward; KL is per token to the reference "
-                "policy. The plot shows gold reward against KL per method.",
+                "policy. The plot shows gold reward against KL per method. Measurement "
+                "logs: docs/measurements/align.md.",
     datasets=(DatasetSpec("offline/qa-mix", "NQ-open, TruthfulQA, NarrativeQA prompts with "
                           "reference answers; MiniLM gold reward",
                           stands_in_for="AlpacaEval-2 / MT-Bench / Arena-Hard"),
@@ -244,7 +236,7 @@ class AlignSuite(Suite):
         """Sample, score, pick best/worst; the samples and the pairs are cached."""
         from bench.align.evaluation import GoldReward, preference_pairs
         from bench.core.generation import GenerationCache, Sampling, sample
-        from bench.retrieval.rerankers import model_fingerprint
+        from bench.core.hf import model_fingerprint
         from methods.align.dpo import PreferencePair
 
         n = int(settings["samples_per_prompt"])
@@ -260,7 +252,7 @@ class AlignSuite(Suite):
             saved = json.loads(path.read_text())
             return [PreferencePair(**p) for p in saved["pairs"]], saved["stats"]
         cache = GenerationCache(work_dir / "generations", gen_key)
-        samples = sample(_inference_copy(reference), tokenizer, prompts, n=n,
+        samples = sample(inference_copy(reference), tokenizer, prompts, n=n,
                          max_new_tokens=settings["max_new_tokens"], sampling=sampling,
                          batch_size=settings["gen_batch_size"], cache=cache,
                          label="reference samples (preference data)")
@@ -280,7 +272,7 @@ class AlignSuite(Suite):
                   ) -> tuple[dict[str, dict[str, float]], list[Any]]:
         from bench.align.evaluation import kl_to_reference, win_scores
         from bench.core.generation import GenerationCache, chat_prompt_ids, generate
-        from bench.retrieval.rerankers import model_fingerprint
+        from bench.core.hf import model_fingerprint
 
         prompts = [chat_prompt_ids(tokenizer, it.prompt) for it in test]
         outputs = {}
@@ -290,7 +282,7 @@ class AlignSuite(Suite):
                 continue
             cache = GenerationCache(work_dir / "generations", json.dumps(
                 [model_fingerprint(net), "greedy", settings["max_new_tokens"]]))
-            outputs[role] = generate(_inference_copy(net), tokenizer, prompts,
+            outputs[role] = generate(inference_copy(net), tokenizer, prompts,
                                      max_new_tokens=settings["max_new_tokens"],
                                      batch_size=settings["gen_batch_size"], cache=cache,
                                      label=f"{role} responses (test)")
@@ -360,10 +352,3 @@ class AlignSuite(Suite):
             implementation=recipe_option(resolve_recipe(options.method, self.name),
                                          "implementation"),
             notes=notes, wall_time_s=wall)
-
-
-def _inference_copy(model: Any) -> Any:
-    """A bf16 copy for generation (~1.5x the new tokens/s of fp32 on AMX CPUs, DESIGN §3)."""
-    import torch
-
-    return copy.deepcopy(model).to(torch.bfloat16).eval()

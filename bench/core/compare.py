@@ -12,15 +12,15 @@ from typing import Any
 from bench.core.leaderboard import (
     MARK,
     TEST_NAMES,
-    _cell_text,
-    _check_test,
-    _group,
-    _main_metrics,
-    _stat,
-    _table,
+    cell_stat,
+    cell_text,
+    check_test,
     escape_md,
     fmt,
     fmt_p,
+    group_rows,
+    main_metrics,
+    markdown_table,
     row_method,
 )
 from bench.errors import UsageError
@@ -30,7 +30,7 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
                  metric: str | None = None, dataset: str | None = None, test: str = "ttest",
                  alpha: float = 0.05) -> list[dict[str, Any]]:
     """Rows behind :func:`compare` as JSON-safe dicts (NaN/absent values are ``None``)."""
-    _check_test(test)
+    check_test(test)
     if not records:
         raise UsageError("no results to compare; run `bench run` first or point at the results "
                          "directory")
@@ -62,12 +62,12 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
                 raise UsageError(f"metric {metric!r} is missing from results of method "
                                  f"{r['method']!r} on {r['dataset']['id']!r}; available: "
                                  f"{', '.join(sorted(r['metrics']))}")
-    groups, mains = _group(records, name), _main_metrics(records)
+    groups, mains = group_rows(records, name), main_metrics(records)
     order = {m: i for i, m in enumerate(wanted)}
     rows = []
     for key in sorted(groups, key=lambda k: (k[2], order[k[0]], k[1])):
         name = metric or mains[key[2]]
-        s = _stat(groups, key, name, baseline, test)
+        s = cell_stat(groups, key, name, baseline, test)
         assert s is not None  # the metric is present in every record (checked above)
         info = groups[key][0]["dataset"]
         rows.append({"suite": suites[0], "dataset": key[2], "offline_stand_in":
@@ -90,7 +90,7 @@ def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
     for d in data:
         ds = escape_md(d["dataset"]) + (" (offline stand-in)" if d["offline_stand_in"] else "")
         body.append([ds, escape_md(d["method"]), escape_md(d["model"]), escape_md(d["metric"]),
-                     _cell_text(d["mean"], d["std"]), str(d["n_seeds"]),
+                     cell_text(d["mean"], d["std"]), str(d["n_seeds"]),
                      fmt(d["delta"], signed=True), fmt_p(d["p_value"]),
                      MARK if d["significant"] else ""])
     hdr = ["Dataset", "Method", "Model", "Metric", "Mean ± std", "Seeds",
@@ -98,4 +98,4 @@ def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
     legend = (f"{MARK} p < {alpha:g}, two-sided {TEST_NAMES[test]} on per-item scores (averaged "
               "over seeds) against the baseline row of the same dataset (same model where it "
               "ran, else its only model); p n/a: no per-item scores or no unique baseline row.")
-    return "\n".join([*_table(hdr, body, 4), "", legend]) + "\n"
+    return "\n".join([*markdown_table(hdr, body, 4), "", legend]) + "\n"

@@ -3,7 +3,7 @@ logits, and a disk cache.
 
 Used by every suite that generates (``instruct`` today; ``align``/``gsm8k``/``specbench``
 later). Prompts are rendered with the tokenizer's chat template, sorted by length and
-left-padded in batches (DESIGN §3: batch 32 gives ~8x the new tokens/s of batch 1 on this
+left-padded in batches (batch 32 gives ~8x the new tokens/s of batch 1 on a 2-core
 CPU), decoded greedily until EOS or ``max_new_tokens``.
 
 With ``topk=k`` the distribution behind every generated token is kept as its top k logits
@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +91,7 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
                    sampling: Sampling | None = None) -> list[Generation]:
     """Greedy (or, with ``sampling``, seeded sampled) continuations of ``prompts`` (token
     ids), one left-padded batch."""
-    from bench.retrieval.rerankers import left_pad
+    from bench.core.hf import left_pad
 
     input_ids, attention_mask, _ = left_pad(prompts, tokenizer.pad_token_id)
     input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
@@ -161,14 +160,9 @@ class GenerationCache:
     def __init__(self, root: Path, model_key: str) -> None:
         self.dir = Path(root) / hashlib.sha256(model_key.encode()).hexdigest()[:16]
         self.index = self.dir / "generations.jsonl"
-        self.items: dict[str, dict[str, Any]] = {}
-        if self.index.exists():
-            for line in self.index.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a torn last line after a kill
-                    continue
-                self.items[row["key"]] = row
+        from bench.core.io import read_jsonl
+
+        self.items: dict[str, dict[str, Any]] = {row["key"]: row for row in read_jsonl(self.index)}
 
     @staticmethod
     def key(prompt_ids: Sequence[int], sample: int | None = None) -> str:
@@ -197,27 +191,17 @@ class GenerationCache:
         return gen
 
     def put(self, gens: Sequence[Generation]) -> None:
-        from safetensors.torch import save_file
+        from bench.core.io import append_jsonl, atomic_save_tensors
 
-        self.dir.mkdir(parents=True, exist_ok=True)
         for gen in gens:
             key = self.key(gen.prompt_ids, gen.sample)
             if gen.topk_values is not None:
-                path = self.dir / "topk" / f"{key}.safetensors"
-                path.parent.mkdir(exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                save_file({"values": gen.topk_values.contiguous(),
-                           "indices": gen.topk_indices.contiguous(),
-                           "lse": gen.topk_lse.contiguous()}, str(tmp))
-                os.replace(tmp, path)
+                atomic_save_tensors({"values": gen.topk_values, "indices": gen.topk_indices,
+                                     "lse": gen.topk_lse},
+                                    self.dir / "topk" / f"{key}.safetensors")
             self.items[key] = {"key": key, "output_ids": gen.output_ids, "text": gen.text}
-        # Append whole lines with one write, after the tensors: a kill loses at most the
-        # batch in flight, and a torn line is skipped on load.
-        with self.index.open("a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(self.items[self.key(g.prompt_ids, g.sample)])
-                                 + "\n" for g in gens))
-            handle.flush()
-            os.fsync(handle.fileno())
+        # Whole lines, after the tensors: a kill loses at most the batch in flight.
+        append_jsonl(self.index, [self.items[self.key(g.prompt_ids, g.sample)] for g in gens])
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.core.results import ResultStore, _slug, atomic_write_text
+from bench.core.io import write_if_changed
+from bench.core.results import ResultStore, slug
 from bench.core.stats import TESTS, paired_test
 from bench.errors import UsageError
 
@@ -71,14 +72,14 @@ def fmt_p(p: float | None) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     mean = math.fsum(values) / len(values)
     if len(values) < 2:
         return mean, None
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _cell_text(mean: float, std: float | None) -> str:
+def cell_text(mean: float, std: float | None) -> str:
     return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
 
 
@@ -89,7 +90,7 @@ def row_method(record: dict[str, Any]) -> str:
     return record["method"] if preset == "default" else f"{record['method']} [{preset}]"
 
 
-def _group(records: Iterable[dict[str, Any]],
+def group_rows(records: Iterable[dict[str, Any]],
            name: Callable[[dict[str, Any]], str] = row_method
            ) -> dict[Key, list[dict[str, Any]]]:
     groups: dict[Key, list[dict[str, Any]]] = {}
@@ -104,7 +105,7 @@ def _group(records: Iterable[dict[str, Any]],
     return dict(sorted(groups.items()))
 
 
-def _main_metrics(records: Iterable[dict[str, Any]]) -> dict[str, str]:
+def main_metrics(records: Iterable[dict[str, Any]]) -> dict[str, str]:
     mains: dict[str, set[str]] = {}
     for r in records:
         mains.setdefault(r["dataset"]["id"], set()).add(r["main_score"])
@@ -160,19 +161,19 @@ class CellStat:
         return self.p_value is not None and self.p_value < alpha
 
 
-def _stat(groups: dict[Key, list[dict[str, Any]]], key: Key, metric: str, baseline: str | None,
+def cell_stat(groups: dict[Key, list[dict[str, Any]]], key: Key, metric: str, baseline: str | None,
           test: str) -> CellStat | None:
     recs = [r for r in groups[key] if metric in r["metrics"]]
     if not recs:
         return None
-    mean, std = _mean_std([r["metrics"][metric] for r in recs])
+    mean, std = mean_std([r["metrics"][metric] for r in recs])
     base = _pick_baseline(groups, baseline, key[0], key[1], key[2])
     delta = p = None
     n_items = 0
     if base is not None:
         brecs = [r for r in groups[base] if metric in r["metrics"]]
         if brecs:
-            delta = mean - _mean_std([r["metrics"][metric] for r in brecs])[0]
+            delta = mean - mean_std([r["metrics"][metric] for r in brecs])[0]
         if base != key and key[0] != baseline:
             a, b = _items(recs, metric), _items(brecs, metric)
             if a and b:
@@ -183,7 +184,7 @@ def _stat(groups: dict[Key, list[dict[str, Any]]], key: Key, metric: str, baseli
                     n_items)
 
 
-def _check_test(test: str) -> None:
+def check_test(test: str) -> None:
     if test not in TESTS:
         raise UsageError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
 
@@ -224,7 +225,7 @@ def _dates(recs: Iterable[dict[str, Any]]) -> str:
     return escape_md(days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}")
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: int) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: int) -> list[str]:
     align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
     out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
@@ -247,12 +248,12 @@ class _Board:
 
 def _build(suite: str, records: Sequence[dict[str, Any]], baseline: str | None,
            test: str) -> _Board:
-    _check_test(test)
+    check_test(test)
     recs = [r for r in records if r["suite"] == suite]
     if not recs:
         raise UsageError(f"no results for suite {suite!r}; run `bench run --suite {suite}` first")
-    groups, mains = _group(recs), _main_metrics(recs)
-    stats = {k: s for k in groups if (s := _stat(groups, k, mains[k[2]], baseline, test))}
+    groups, mains = group_rows(recs), main_metrics(recs)
+    stats = {k: s for k in groups if (s := cell_stat(groups, k, mains[k[2]], baseline, test))}
     rows = sorted({(k[0], k[1]) for k in groups})
     row_mean: dict[tuple[str, str], float | None] = {}
     for row in rows:
@@ -320,10 +321,10 @@ def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: fl
         cells = []
         for ds in datasets:
             s = b.stats.get((*row, ds))
-            cells.append("—" if s is None else _cell_text(s.mean, s.std)
+            cells.append("—" if s is None else cell_text(s.mean, s.std)
                          + (f" {MARK}" if s.significant(alpha) else ""))
         body.append([labels[row], escape_md(row[1]), *cells, fmt(b.row_mean[row])])
-    out += ["", "## Main score", "", *_table(header, body, 2)]
+    out += ["", "## Main score", "", *markdown_table(header, body, 2)]
     if sections:
         out += ["", *sections]
     out += ["", "## Datasets", ""]
@@ -336,7 +337,7 @@ def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: fl
         drows.append([escape_md(ds), escape_md(mains[ds]), _join(i["split"] for i in infos),
                       _join(i.get("num_items", "?") for i in infos),
                       _join(_short_checksum(i["checksum"]) for i in infos), kind])
-    out += _table(["Dataset", "Main score", "Split", "Items", "Checksum", "Data"], drows, 9)
+    out += markdown_table(["Dataset", "Main score", "Split", "Items", "Checksum", "Data"], drows, 9)
     out += ["", "## All metrics per dataset", ""]
     out.append(f"Δ: difference of the main score to the baseline row; p: {TEST_NAMES[test]}.")
     for ds in datasets:
@@ -348,13 +349,13 @@ def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: fl
             if (key := (*row, ds)) not in b.groups:
                 continue
             s = b.stats[key]
-            vals = [_stat(b.groups, key, m, None, test) for m in names]
+            vals = [cell_stat(b.groups, key, m, None, test) for m in names]
             rows.append([labels[row], escape_md(row[1]), ", ".join(map(str, s.seeds)),
-                         *[_cell_text(v.mean, v.std) if v else "—" for v in vals],
+                         *[cell_text(v.mean, v.std) if v else "—" for v in vals],
                          fmt(s.delta, signed=True), fmt_p(s.p_value)])
         hdr = ["Method", "Model", "Seeds", *map(escape_md, names), f"Δ {escape_md(mains[ds])}",
                "p"]
-        out += ["", f"### {_dataset_label(b.ds_info[ds])}", "", *_table(hdr, rows, 3)]
+        out += ["", f"### {_dataset_label(b.ds_info[ds])}", "", *markdown_table(hdr, rows, 3)]
     out += ["", "## Provenance", ""]
     prow = []
     for row, rrecs in b.row_recs.items():
@@ -362,7 +363,7 @@ def _render(suite: str, b: _Board, *, baseline: str | None, test: str, alpha: fl
                      _join(r["preset"] for r in rrecs), _join(r["suite_version"] for r in rrecs),
                      _join(_commit(r["provenance"]) for r in rrecs), _dates(rrecs),
                      _join(_hardware(r["provenance"]) for r in rrecs)])
-    out += _table(["Method", "Model", "Seeds", "Preset", "Suite version", "Commit", "Date",
+    out += markdown_table(["Method", "Model", "Seeds", "Preset", "Suite version", "Commit", "Date",
                    "Hardware (cpu / accelerator)"], prow, 9)
     if notes:
         out += ["", "## Notes", "", *[f"{i}. {n}" for i, n in enumerate(notes, 1)]]
@@ -408,11 +409,6 @@ def _suite_meta(name: str, suites: dict[str, dict[str, Any]] | None) -> dict[str
     return meta
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        atomic_write_text(path, text)
-
-
 def write_leaderboards(results_root: Path, out_dir: Path, *,
                        suites: dict[str, dict[str, Any]] | None = None) -> list[Path]:
     """Write ``out_dir/<suite>.md`` per suite, its plots, and the ``README.md`` index.
@@ -443,13 +439,13 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
                        description=meta.get("description"),
                        plots=[Path(os.path.relpath(p, out_dir)).as_posix() for p in plots],
                        sections=sections)
-        path = out_dir / f"{_slug(suite)}.md"
-        _write_if_changed(path, text)
+        path = out_dir / f"{slug(suite)}.md"
+        write_if_changed(path, text)
         written += [path, *plots]
         lines.append(_index_line(suite, meta, board, path.name))
     if len(lines) == 6:
         lines.append("No results yet: run `bench run --method <m> --suite <s>` first.")
     index = out_dir / "README.md"
-    _write_if_changed(index, "\n".join(lines) + "\n")
+    write_if_changed(index, "\n".join(lines) + "\n")
     return [*written, index]
 

@@ -15,34 +15,15 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.core.leaderboard import _group, _main_metrics, _mean_std
-from bench.core.results import _slug
+from bench.core.io import write_if_changed
+from bench.core.leaderboard import group_rows, main_metrics, mean_std
+from bench.core.results import slug
 
 DPI = 100
-
-
-def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
-    """Atomically write ``data`` unless the file already holds it; True if written."""
-    path = Path(path)
-    if path.exists() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return True
 
 
 def render_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (8.0, 4.5)) -> bytes:
@@ -62,7 +43,7 @@ def render_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (8.0,
 
 def save_png(draw: Callable[[Any], None], path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Render with :func:`render_png` and write it only if the bytes changed."""
-    write_bytes_if_changed(path, render_png(draw, **kwargs))
+    write_if_changed(path, render_png(draw, **kwargs))
     return Path(path)
 
 
@@ -80,7 +61,7 @@ def _grouped_bars(ax: Any, rows: Sequence[tuple[str, str]], categories: Sequence
         for j, category in enumerate(categories):
             vals = values(row, category)
             if vals:
-                mean, std = _mean_std(vals)
+                mean, std = mean_std(vals)
                 xs.append(j - 0.4 + width * (i + 0.5))
                 ys.append(mean)
                 if std is not None:  # error bars only where there are several seeds
@@ -106,7 +87,7 @@ def main_score_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLik
     paths = []
     for suite in sorted({r["suite"] for r in records}):
         recs = [r for r in records if r["suite"] == suite]
-        groups, mains = _group(recs), _main_metrics(recs)
+        groups, mains = group_rows(recs), main_metrics(recs)
         datasets = list(mains)
         rows = sorted({k[:2] for k in groups})
         stand_in = {r["dataset"]["id"] for r in recs if r["dataset"]["offline_stand_in"]}
@@ -122,7 +103,7 @@ def main_score_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLik
             ax.set_title(_plain(f"{suite}: main score per dataset"))
             fig.tight_layout()
 
-        paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_main_score.png"))
+        paths.append(save_png(draw, Path(out_dir) / f"{slug(suite)}_main_score.png"))
     return paths
 
 
@@ -137,7 +118,7 @@ def shot_group_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLik
     """
     paths = []
     for (suite, dataset), recs in sorted(_by_suite_dataset(records).items()):
-        groups = _group(recs)
+        groups = group_rows(recs)
         rows = sorted({k[:2] for k in groups})
         present = [m for m in SHOT_METRICS if any(m in r["metrics"] for r in recs)]
         stand_in = recs[0]["dataset"]["offline_stand_in"]
@@ -155,7 +136,7 @@ def shot_group_bars(records: Sequence[dict[str, Any]], out_dir: str | os.PathLik
             ax.set_title(_plain(title))
             fig.tight_layout()
 
-        paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_{_slug(dataset)}_shots.png",
+        paths.append(save_png(draw, Path(out_dir) / f"{slug(suite)}_{slug(dataset)}_shots.png",
                               size=(9.0, 4.8)))
     return paths
 
@@ -184,9 +165,9 @@ def _tradeoff_scatter(records: Sequence[dict[str, Any]], out_dir: str | os.PathL
         if not recs:
             continue
         points = []
-        for row, rs in sorted(_group(recs).items()):
-            xm, xs = _mean_std([r["metrics"][x] for r in rs])
-            ym, ys = _mean_std([r["metrics"][y] for r in rs])
+        for row, rs in sorted(group_rows(recs).items()):
+            xm, xs = mean_std([r["metrics"][x] for r in rs])
+            ym, ys = mean_std([r["metrics"][y] for r in rs])
             points.append((row[0], xm, ym, xs, ys))
         frontier = sorted((p for p in points if not any(
             q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)),
@@ -224,7 +205,7 @@ def _tradeoff_scatter(records: Sequence[dict[str, Any]], out_dir: str | os.PathL
             fig.tight_layout()
 
         paths.append(save_png(draw, Path(out_dir)
-                              / f"{_slug(suite)}_{_slug(dataset)}_{suffix}.png", size=(10.0, 5.0)))
+                              / f"{slug(suite)}_{slug(dataset)}_{suffix}.png", size=(10.0, 5.0)))
     return paths
 
 
@@ -253,7 +234,7 @@ def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike
                 and {"speedup", "tau"} <= set(r["metrics"])]
         if not recs:
             continue
-        groups = _group(recs)
+        groups = group_rows(recs)
         methods = sorted({k[0] for k in groups})
         datasets = sorted({k[2] for k in groups})
         stand_in = any(r["dataset"]["offline_stand_in"] for r in recs)
@@ -266,8 +247,8 @@ def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike
             ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
             for (method, _model, dataset), rs in groups.items():
                 color = f"C{methods.index(method) % 10}"
-                tau = _mean_std([r["metrics"]["tau"] for r in rs])[0]
-                speed = _mean_std([r["metrics"]["speedup"] for r in rs])[0]
+                tau = mean_std([r["metrics"]["tau"] for r in rs])[0]
+                speed = mean_std([r["metrics"]["speedup"] for r in rs])[0]
                 overall = dataset.endswith("all")
                 ax.scatter([tau], [speed], color=color, s=90 if overall else 30,
                            marker="*" if overall else markers[datasets.index(dataset)
@@ -279,8 +260,8 @@ def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike
                     sampled = [r for r in rs if {"speedup_sampling", "tau_sampling"}
                                <= set(r["metrics"])]
                     if sampled:  # the sampling pass: a hollow star, same colour
-                        tau_s = _mean_std([r["metrics"]["tau_sampling"] for r in sampled])[0]
-                        speed_s = _mean_std([r["metrics"]["speedup_sampling"]
+                        tau_s = mean_std([r["metrics"]["tau_sampling"] for r in sampled])[0]
+                        speed_s = mean_std([r["metrics"]["speedup_sampling"]
                                              for r in sampled])[0]
                         ax.scatter([tau_s], [speed_s], s=90, marker="*", facecolors="none",
                                    edgecolors=color, zorder=3)
@@ -301,7 +282,7 @@ def speedup_vs_tau(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike
             ax.legend(fontsize="x-small", loc="best", ncol=2)
             fig.tight_layout()
 
-        paths.append(save_png(draw, Path(out_dir) / f"{_slug(suite)}_speedup_vs_tau.png",
+        paths.append(save_png(draw, Path(out_dir) / f"{slug(suite)}_speedup_vs_tau.png",
                               size=(8.0, 5.0)))
     return paths
 

@@ -22,13 +22,13 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ResultExistsError, SchemaError
+from bench.core.io import atomic_write_text
+from bench.errors import SchemaError
 
 SCHEMA_VERSION = 1
 _NAME = {"type": "string", "minLength": 1}
@@ -201,40 +201,11 @@ def file_checksum(paths: Iterable[str | os.PathLike[str]]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
     if slug != text:  # keep distinct names distinct after sanitising
         slug = f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
     return slug
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
-
-    With ``overwrite=False`` an existing file raises :class:`ResultExistsError`; the check and
-    the creation are one atomic step (``os.link`` fails if the name exists).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise ResultExistsError(
-                    f"{path}: a result already exists; pass --overwrite to replace it "
-                    "or --out to write elsewhere"
-                ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class ResultStore:
@@ -247,9 +218,9 @@ class ResultStore:
 
     def path_for(self, record: dict[str, Any]) -> Path:
         preset = record.get("preset", "default")
-        name = (f"{_slug(record['method'])}__{_slug(record['model'])}__seed{record['seed']}"
-                + ("" if preset == "default" else f"__{_slug(preset)}") + ".json")
-        return self.root / _slug(record["suite"]) / _slug(record["dataset"]["id"]) / name
+        name = (f"{slug(record['method'])}__{slug(record['model'])}__seed{record['seed']}"
+                + ("" if preset == "default" else f"__{slug(preset)}") + ".json")
+        return self.root / slug(record["suite"]) / slug(record["dataset"]["id"]) / name
 
     def write(self, record: dict[str, Any], *, overwrite: bool = False) -> Path:
         validate(record)
@@ -274,7 +245,7 @@ class ResultStore:
 
     def load(self, suite: str | None = None) -> list[dict[str, Any]]:
         """All records (of one suite), in a deterministic order."""
-        base = self.root / _slug(suite) if suite else self.root
+        base = self.root / slug(suite) if suite else self.root
         if not base.is_dir():
             return []
         return [self.read(p) for p in sorted(base.rglob("*.json")) if not p.name.startswith(".")]

@@ -11,10 +11,9 @@ teacher's true remaining mass. The loss of two distributions coarse-grained to t
 partition is a lower bound of the full one for every f-divergence (data processing) and
 equals it at k = V (tested).
 
-Renormalising the *student* over the top-k ids instead (an earlier version of this
-module) leaves the logits outside the support unconstrained: measured on ``instruct``,
-forward-KL students then put their argmax on tokens outside the teacher's top 64 and
-produced no usable text (ROUGE-L 0.0 on all three sets). Without ``teacher_lse`` the
+Renormalising the *student* over the top-k ids instead leaves the logits outside the
+support unconstrained: forward-KL students then put their argmax on tokens outside the
+teacher's top k and produce no usable text (docs/measurements/instruct.md). Without ``teacher_lse`` the
 teacher is renormalised over its top k and the rest class gets probability 0 (fine for
 forward KL, ill-posed for reverse KL): the suites always cache the normaliser.
 """

@@ -19,7 +19,7 @@ same dataset and seed is already in the results directory.
 Distillation data: the teacher's greedy responses to the training prompts (chat template,
 bf16 weights), generated once and cached together with the teacher's top-k logits at every
 response token (:mod:`bench.core.generation`). Test responses are generated greedily with bf16
-weights (students too; ~1.5x faster on AMX CPUs than fp32, DESIGN §3). Every method trains one student on the union of
+weights (students too; ~1.5x faster on AMX CPUs than fp32). Every method trains one student on the union of
 the three training sets and is evaluated on each test set (three records per run).
 
 Presets (recorded in every result; sizes per task):
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.core.hf import inference_copy
 from bench.errors import UsageError
 from bench.suite import (
     DatasetSpec,
@@ -67,12 +68,11 @@ METADATA = SuiteMetadata(
     main_score="rougeL", baseline="sft", test="bootstrap", user_loss=True,
     plot="bench.core.plots:main_score_bars",
     description="Offline default (CPU budget): SmolLM2-135M-Instruct teacher; students are "
-                "its first 8 of 30 layers (which start from garbage, CE ~19 nats on the "
-                "teacher's responses) trained 76 steps on 300 teacher responses, then "
-                "judged on 60 test prompts per set. At this budget the students write "
-                "fluent-looking but repetitive text, so ROUGE-L differences between "
-                "losses are small: read the bootstrap p-values before ranking methods. "
-                "student-init and teacher bound the range.",
+                "its first 8 of 30 layers trained 76 steps on 300 teacher responses, then "
+                "judged on 60 test prompts per set (greedy, ROUGE-L F1 against the best "
+                "reference); each row is tested against `sft` by paired bootstrap. "
+                "student-init (the untrained 8-layer student) and teacher bound the range. "
+                "Measurement logs: docs/measurements/instruct.md.",
     datasets=(
         DatasetSpec("offline/xsum", "XSum: one-sentence summaries of BBC articles",
                     stands_in_for="MiniLLM instruction sets"),
@@ -244,7 +244,7 @@ class InstructSuite(Suite):
             train_items += pool_train[: settings["train_per_task"]]
             test_sets.append((task, pool_test[: settings["test_per_task"]]))
 
-        gen_teacher = _inference_copy(teacher, settings["teacher_dtype"])
+        gen_teacher = inference_copy(teacher, settings["teacher_dtype"])
         teacher_key = json.dumps([teacher_name, settings["teacher_dtype"],
                                   settings["max_new_tokens"], "greedy"])
         teacher_cache = GenerationCache(work_dir / "generations", teacher_key)
@@ -266,9 +266,9 @@ class InstructSuite(Suite):
         if model is teacher:
             model, model_cache = gen_teacher, teacher_cache
         else:
-            from bench.retrieval.rerankers import model_fingerprint
+            from bench.core.hf import model_fingerprint
 
-            model = _inference_copy(model, "bfloat16")
+            model = inference_copy(model, "bfloat16")
             model_cache = GenerationCache(work_dir / "generations", json.dumps(
                 [model_fingerprint(model), settings["max_new_tokens"], "greedy"]))
         train_seconds = time.perf_counter() - start
@@ -336,10 +336,3 @@ class InstructSuite(Suite):
             per_item={"rougeL": scores, "response_tokens": lengths}, config=config,
             implementation=context.config.get("implementation", "full"), notes=notes,
             wall_time_s=wall)
-
-
-def _inference_copy(model: Any, dtype: str) -> Any:
-    """A copy in ``dtype`` for generation (bf16: ~1.5x the new tokens/s on AMX CPUs)."""
-    import torch
-
-    return copy.deepcopy(model).to(getattr(torch, dtype)).eval()

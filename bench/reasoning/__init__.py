@@ -1,4 +1,4 @@
-"""Reasoning data for the ``gsm8k`` suite (DESIGN section 4): offline stand-ins in GSM8K format.
+"""Reasoning data for the ``gsm8k`` suite: offline stand-ins in GSM8K format.
 
 - :mod:`bench.reasoning.arith`: multi-digit multiplication with worked long-multiplication
   rationales (the implicit-CoT benchmark of Deng et al. 2023), generated deterministically,

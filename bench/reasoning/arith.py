@@ -28,12 +28,12 @@ itself. The rationale carries the same steps as theirs, in normal digit order::
     4985658 + 16293000 = 21278658
     #### 21278658
 
-(partial products first, then the running sums, as the issue asks; Deng et al. interleave
+(partial products first, then the running sums; Deng et al. interleave
 them). :func:`to_icot_line` renders the same problem in Deng et al.'s exact reversed-digit
 line format, verified against lines of their released test file in our tests, for anyone
 reproducing their setup.
 
-Step style ``"digits"`` (decision, after a measurement): SmolLM2-135M-Instruct fine-tuned
+Why step style ``"digits"`` (docs/measurements/gsm8k.md): SmolLM2-135M-Instruct fine-tuned
 on 1,200 rationales of the style above (150 steps) learnt the format and every running
 sum, but wrote wrong partial products (a 3-digit number times one digit, in one step) and
 scored 5% on 3x3 test items. ``style="digits"`` (dataset ids ``offline/arith-AxB-digits``)

@@ -7,7 +7,7 @@ goes in as ``HFLM(pretrained=model, tokenizer=tok)``, the tasks through
 ``exact_match`` under both of the task's filters (``strict-match``: the number after
 ``#### ``; ``flexible-extract``: the last number).
 
-lm-eval measures neither tokens nor time, so :class:`TimedHFLM` (decision) overrides
+lm-eval measures neither tokens nor time, so :class:`TimedHFLM` overrides
 ``generate_until`` to hand lm-eval's requests to the normal HFLM generation itself:
 
 - **latency**: the first ``latency_items`` test items (by document id; default 20) are
@@ -21,7 +21,7 @@ lm-eval measures neither tokens nor time, so :class:`TimedHFLM` (decision) overr
   generated ids in both modes: the new tokens up to and including the first EOS (= pad for
   SmolLM2), i.e. exactly what batch 1 generates when the answer ends with EOS; an answer
   cut by a stop string inside a batch counts one pad token more.
-  ``latency_items=0`` with ``batch_size=1`` times every answer (the previous protocol);
+  ``latency_items=0`` with ``batch_size=1`` times every answer at batch 1;
   the result records which.
 
 A recipe may instead supply ``answer_fn(context, max_new_tokens, until) -> (text,

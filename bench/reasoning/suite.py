@@ -5,7 +5,7 @@ to ``"Question: {q}\\nAnswer:"``, exact match of the number after ``#### `` (``s
 our main score ``exact_match``; ``exact_match_flexible`` is lm-eval's last-number filter),
 through ``HFLM(pretrained=model, tokenizer=tok)`` (:mod:`bench.reasoning.evaluation`). lm-eval
 times nothing, so the first ``latency_items`` (20) test answers are also timed one at a
-time (batch 1, float32, greedy: the fastest batch-1 setting on CPU, DESIGN §3):
+time (batch 1, float32, greedy: the fastest batch-1 setting on CPU):
 ``latency_s`` per answer, same machine, same run; the other answers are generated in
 batches of ``eval_batch_size`` (16) for accuracy, which costs a fraction of batch 1
 (``--set eval_batch_size=1`` times every answer). ``generated_tokens`` is counted per
@@ -63,7 +63,7 @@ full      paper scale on GPUs: lm-eval ``gsm8k``, all 7,473 training questions, 
 ========  ==============================================================================
 
 How the defaults were sized and every measurement behind them (teacher fine-tunes, wall
-times, accuracy per method, the probes for cpu-long): ``docs/gsm8k-measurements.md``.
+times, accuracy per method, the probes for cpu-long): ``docs/measurements/gsm8k.md``.
 
 Real scale (GPU, online; Llama-2 is gated: log in to the hub first)::
 
@@ -119,30 +119,15 @@ METADATA = SuiteMetadata(
                 "state goes in front of it). Default students are its first 8 of 30 layers "
                 "trained on its correct rationales for 300 training problems and tested on "
                 "100; `[cpu-long]` rows: 16 layers, 1,200 problems, 4 epochs, arith only. "
-                "On `offline/asdiv` the teacher is the packaged 135M model, which answers "
-                "only a few % of word problems, so its rationales are few and every student "
-                "stays near 0 there: compare methods on arith. Skip-Thinking's paper body "
+                "On `offline/asdiv` the teacher is the packaged 135M model prompted "
+                "step by step with its chat template, and students learn only its correct "
+                "rationales; arith is the dataset to compare methods on. "
+                "`[cpu-long]` rows are tested against `cot-sft [cpu-long]`, the others "
+                "against `cot-sft`. Skip-Thinking's paper body "
                 "was not readable offline (our documented interpretations, "
                 "methods/reasoning/skip_thinking_chunks.py); SemCoT follows its official code with a "
-                "deterministic condensed reasoning instead of GPT-4o-mini's. **What the "
-                "committed runs show (seed 0; every row evaluated at one commit, one "
-                "command at a time on an otherwise idle machine; the same model evaluated "
-                "twice still differed by up to 30% in latency, token counts are exact; "
-                "`[cpu-long]` rows are tested against `cot-sft [cpu-long]`):** "
-                "at the 30-minute default no 8-layer student learns the arithmetic "
-                "(answer-only, cot-sft and skip-thinking all score 0 on arith; "
-                "Skip-Thinking writes 8% fewer tokens); SemCoT's answers are item for item "
-                "those of `teacher-direct` (0.12 at 7 tokens): the implicit state changes "
-                "none of them. `[cpu-long]`: cot-sft reaches 0.21 and answer-only 0.02, so "
-                "learning is visible there. Skip-Thinking does not match cot-sft: 0.08 "
-                "vs 0.21 (p = 0.006) with 9% fewer tokens; its chunk-wise stage alone "
-                "(`skip-thinking-cwt`, an ablation with half of cot-sft's passes over the "
-                "rationales) scores 0.15, and the 24 answers that leave a step out after "
-                "skip training are all wrong (skip training lifts exact match on the "
-                "training questions from 0.23 to 0.30 while test falls to 0.08: steps "
-                "dropped where answers were recalled). SemCoT with a 16-layer generator "
-                "gets 0.13, one item more than teacher-direct. Measurements: "
-                "docs/gsm8k-measurements.md.",
+                "deterministic condensed reasoning instead of GPT-4o-mini's. "
+                "Measurement logs: docs/measurements/gsm8k.md.",
     datasets=(
         DatasetSpec("offline/arith-2x2-digits", "2-digit x 2-digit multiplication, worked "
                     "rationales in one-digit steps, fixed splits", stands_in_for="GSM8K"),
@@ -443,11 +428,9 @@ def _add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
                     longest: int) -> dict[str, Any]:
     """The teacher's greedy rationales for the student's training questions (cached);
     marks each item correct or not. Returns figures for the record."""
-    import torch
-
     from bench.core.generation import GenerationCache, chat_prompt_ids, generate
+    from bench.core.hf import inference_copy, model_fingerprint
     from bench.reasoning.problem import answers_match
-    from bench.retrieval.rerankers import model_fingerprint
     from methods.reasoning.cot_distill import PROMPT, prompt_ids, split_output
 
     items = train[: settings["n_train"] or None]
@@ -461,7 +444,7 @@ def _add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
     from bench.reasoning.evaluation import gen_tokens
 
     max_new = settings["teacher_gen_tokens"] or gen_tokens(ds, settings, longest)
-    fast = copy.deepcopy(teacher).to(torch.bfloat16).eval()
+    fast = inference_copy(teacher)
     key = json.dumps([model_fingerprint(teacher), info["prompt"], max_new, "greedy"])
     prompts = [prompt_ids(tok, it.question) if info["prompt"] == "plain" else
                chat_prompt_ids(tok, PROMPT.format(question=it.question), system=COT_INSTRUCTION)

@@ -1,6 +1,6 @@
 """BM25 first stage for the ``beir`` and ``trec-dl`` suites (pyserini / Anserini Lucene).
 
-Decisions (the issue leaves these open):
+Decisions:
 
 - Parameters follow the BEIR convention, ``k1=0.9, b=0.4``, with Anserini's default English
   analyzer (Porter stemming, Lucene stopwords), which is what pyserini's

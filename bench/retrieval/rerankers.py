@@ -16,24 +16,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from bench.core.hf import left_pad, model_fingerprint
+
 PROMPT = ("Passage: {doc}\n\nQuery: {query}\n\n"
           "Does the passage answer the query? Answer Yes or No.")
-
-
-def model_fingerprint(model: Any, *extra: object) -> str:
-    """sha256 over parameter bytes and settings: a changed weight changes the cache key."""
-    import torch
-
-    digest = hashlib.sha256(repr(extra).encode())
-    with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 class BiEncoderReranker:
@@ -124,18 +113,6 @@ def render_prompt(tokenizer: Any, prompt: str, query: str, doc: str, max_doc_tok
         text = tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                              add_generation_prompt=True, tokenize=False)
     return tokenizer.encode(text, add_special_tokens=False)
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
-    """``(input_ids, attention_mask, position_ids)`` left-padded so the last column is each
-    row's final token; positions count real tokens only, so padding changes no score."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows])
-    attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    return input_ids, attention, positions
 
 
 # -- teachers beyond the bi-encoder: cross-encoders and RankLLaMA ----------------------

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.retrieval.rerankers import BiEncoderReranker, left_pad, model_fingerprint
+from bench.core.hf import left_pad, model_fingerprint
+from bench.retrieval.rerankers import BiEncoderReranker
 
 TEACHER_DEFAULT = "all-minilm-l6-v2"
 RANKLLAMA_QUERY = "query: {query}{eos}"
@@ -273,9 +274,9 @@ def describe_reranker(name: str, *, flag: str = "--teacher") -> RerankerSource:
             raise UsageError(f"{flag} {name!r}: asset is {spec(name).kind}, not a model")
         if name == TEACHER_DEFAULT:  # no need to read files: it is the MiniLM bi-encoder
             return RerankerSource(name, "bi-encoder", name, True)
-        from bench.core.assets.models import _resolve_model_source
+        from bench.core.assets.models import resolve_model_source
 
-        source, local = _resolve_model_source(name, flag)
+        source, local = resolve_model_source(name, flag)
     else:
         path = Path(name).expanduser()
         local = path.is_dir()
@@ -373,7 +374,7 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
     into its base (one plain model to run); its head must be in the adapter's weights
     (``modules_to_save``), else the "teacher" would be a random head: a UsageError.
     """
-    from bench.core.assets.models import _from_pretrained, _resolve_dtype, load_bi_encoder
+    from bench.core.assets.models import load_bi_encoder, load_pretrained, resolve_dtype
     from bench.errors import UsageError
 
     name = name or TEACHER_DEFAULT
@@ -385,7 +386,7 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     decoder = described.kind == "decoder"
-    torch_dtype = _resolve_dtype(dtype, torch.bfloat16 if decoder else torch.float32)
+    torch_dtype = resolve_dtype(dtype, torch.bfloat16 if decoder else torch.float32)
     identity = None
     if described.adapter is not None:
         from peft import PeftModel
@@ -398,7 +399,7 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
         if labels is None:
             raise UsageError(f"{flag} {name!r}: the adapter saves no classification head "
                              "(score/classifier in modules_to_save); it is not a reranker")
-        model = _from_pretrained(AutoModelForSequenceClassification, base.source, base.local,
+        model = load_pretrained(AutoModelForSequenceClassification, base.source, base.local,
                                  flag, dtype=torch_dtype, num_labels=labels)
         model = PeftModel.from_pretrained(model, described.source).merge_and_unload()
         identity = _adapter_identity(described, weights, torch_dtype)
@@ -406,11 +407,11 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
         has_tokenizer = _model_files(described.source, described.local, flag,
                                      ("tokenizer_config.json",))["tokenizer_config.json"]
         tok_source = described if has_tokenizer else base
-        tokenizer = _from_pretrained(AutoTokenizer, tok_source.source, tok_source.local, flag)
+        tokenizer = load_pretrained(AutoTokenizer, tok_source.source, tok_source.local, flag)
     else:
-        model = _from_pretrained(AutoModelForSequenceClassification, described.source,
+        model = load_pretrained(AutoModelForSequenceClassification, described.source,
                                  described.local, flag, dtype=torch_dtype)
-        tokenizer = _from_pretrained(AutoTokenizer, described.source, described.local, flag)
+        tokenizer = load_pretrained(AutoTokenizer, described.source, described.local, flag)
     model = model.to(device or _default_device()).eval()
     kwargs = {"identity": identity} | ({"batch_size": batch_size} if batch_size else {})
     if decoder:

@@ -202,7 +202,7 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[st
     Ranks follow :func:`ranked` (score descending, ties by docid descending), the order
     trec_eval would use anyway. An empty run is refused: reading it back would fail.
     """
-    from bench.core.results import atomic_write_text
+    from bench.core.io import atomic_write_text
 
     if not any(run.values()):
         raise UsageError(f"{path}: refusing to write an empty run (no query has documents)")

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from bench.specdec import hf
+from bench.core import hf
 from bench.specdec.sampling import is_greedy, probs, sample
 from bench.specdec.tree import DraftTree, TreeConfig, build_dynamic_tree
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from bench.specdec import hf
+from bench.core import hf
 from bench.specdec.drafts import Draft
 from bench.specdec.sampling import (
     accept_draft_token,

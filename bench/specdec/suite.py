@@ -39,24 +39,13 @@ full     paper scale on a GPU: ``--teacher lmsys/vicuna-7b-v1.3`` (or a LLaMA-2/
          2,000 warm-up steps, bf16); ``accelerate launch -m bench run --preset full ...``
 =======  ==================================================================================
 
-How the default was sized (one probe, SmolLM2-135M target, 1 thread, a loaded 2-core
-CPU): plain decoding 160 ms per token; a target pass over 5 tokens (chain k = 4) 250 ms
-(1.6x a single token), over a 60-node EAGLE-2 tree 575 ms, and drafting that tree another
-575 ms, so trees lose on this CPU and chains are the default; an EAGLE draft step costs
-~38 ms, most of it the 49k-row LM head (a 4-layer draft LM about the same), so with
-per-token acceptance 0.6-0.8 a chain of 2-3 beats 4 (k = 3 chosen). Head training: 2.1 s
-(EAGLE) / 3.0 s (FSPAD) per step of 8 sequences; a speculative-sampling draw 0.5-1.3 s
-(a prefill each). Extrapolated per method (responses and features cached): ar ~13 min,
-eagle ~17, fspad ~20, draft-lm ~19 at that speed; less on 2 idle cores.
-Measured with the default (2026-11-29, 1 torch thread while another 1-thread job ran on
-the second core): target responses + features 3.8 min once; ``fspad`` 23.2 min with them
-cached (training 3.2, greedy pass 10.0, sampling pass 9.3, sampling check 0.6), i.e.
-~27 min from an empty cache; ``draft-lm`` 38.7 min (its 4-layer draft with a full LM head
-spends 66% of the speculative time drafting); ``ar`` 6.5 min without the sampling pass.
-Every draft reached tau 1.3-1.4 only (3 minutes of head training), so no speedup
-exceeds 1 on this CPU.
+Why chains with k = 3 (the sizing probe and the default's measured wall times are in
+docs/measurements/specbench.md): on a CPU, verifying a 60-node EAGLE-2 tree costs several
+single-token target passes and drafting it as much again, so trees lose and chains are the
+default; a draft step costs a sizeable fraction of a target pass (most of it the 49k-row LM
+head), so with per-token acceptance 0.6-0.8 a chain of 2-3 beats 4.
 ``--set draft_vocab=8192`` restricts the heads' draft logits to the most frequent
-training tokens (FR-Spec): draft steps ~3x cheaper in the probe, lossless, not the
+training tokens (FR-Spec): cheaper draft steps, lossless, not the
 papers' setting, so off by default.
 """
 
@@ -67,6 +56,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.core.hf import inference_copy
 from bench.errors import UsageError
 from bench.specdec.data import CATEGORIES, CATEGORY_NAMES
 from bench.suite import (
@@ -96,7 +86,8 @@ METADATA = SuiteMetadata(
                 "figures. Mean = mean over the six categories and the 'all' record. "
                 "Greedy decoding gives the main score; the `_sampling` metrics (per "
                 "dataset below, hollow stars in the plot) repeat the measurement with "
-                "speculative sampling at temperature 1 on a chain of k drafts.",
+                "speculative sampling at temperature 1 on a chain of k drafts. "
+                "Measurement logs: docs/measurements/specbench.md.",
     # One per category of bench.specdec.data.CATEGORIES (a test checks), then all.
     datasets=(
         DatasetSpec("offline/specbench-multi-turn", "QuAC dialogues as two turns",
@@ -215,9 +206,7 @@ class SpecBenchSuite(Suite):
 
     def _train_examples(self, settings: dict[str, Any], items: list[Any], target: Any,
                         target_name: str, tokenizer: Any, work_dir: Path) -> list[Any]:
-        import copy
 
-        import torch
 
         from bench.core.generation import GenerationCache, chat_prompt_ids, generate, stop_ids
         from methods.instruct.token_kd import TrainExample
@@ -228,7 +217,7 @@ class SpecBenchSuite(Suite):
             return [TrainExample(p, tokenizer.encode(it.reference, add_special_tokens=False)
                                  + eos) for p, it in zip(prompts, items, strict=True)
                     if it.reference]
-        gen_model = copy.deepcopy(target).to(getattr(torch, settings["teacher_dtype"])).eval()
+        gen_model = inference_copy(target, settings["teacher_dtype"])
         key = json.dumps([target_name, settings["teacher_dtype"], settings["max_new_tokens"],
                           "greedy"])
         gens = generate(gen_model, tokenizer, prompts, max_new_tokens=settings["max_new_tokens"],

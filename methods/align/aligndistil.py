@@ -36,7 +36,6 @@ so the float32 [tokens, vocab] tensors of one chunk only exist at once.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 import torch
 
 from bench.contracts import AlignContext, dataclass_settings
+from bench.core.hf import inference_copy
 from methods.align.dpo import (
     ALIGN_PRESETS,
     DPO_KEYS,
@@ -96,7 +96,7 @@ DISTIL_KEYS = ("r", "eps", "beta0", "alpha", "length_normalize", "temperature", 
 
 
 def _frozen(model: Any, dtype: str) -> Any:
-    frozen = copy.deepcopy(model).to(getattr(torch, dtype)).eval()
+    frozen = inference_copy(model, dtype)
     for p in frozen.parameters():
         p.requires_grad_(False)
     return frozen

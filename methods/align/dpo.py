@@ -186,10 +186,10 @@ def pairs_key(pairs: list[PreferencePair]) -> str:
 def train_policy(context: AlignContext, role: str, cfg: PolicyConfig, dataset: list[Any],
                  step_fn: Any, collate_fn: Any, extra_key: Any = None) -> tuple[Any, int, Path]:
     """Train a policy with the shared trainer; returns (merged model, steps, checkpoint dir)."""
-    from methods.trainer import StepOutput, TrainConfig, Trainer
+    from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
-    per_epoch = -(-len(dataset) // (cfg.batch_size * cfg.grad_accum))
-    steps = cfg.max_steps or max(1, cfg.epochs * per_epoch)
+    steps = total_steps(len(dataset), cfg.batch_size, cfg.epochs, grad_accum=cfg.grad_accum,
+                        max_steps=cfg.max_steps)
     train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size,
                             grad_accum=int(cfg.grad_accum), lr=cfg.lr,
                             warmup_steps=max(1, int(steps * cfg.warmup_fraction)),

@@ -75,7 +75,7 @@ def scrg_revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[i
     """SCRG on a batch of prompts: (revised examples with teacher top-k, corrections made)."""
     was_training = student.training
     student.eval()
-    # Decoding under the trainer's bf16 autocast is several times slower on CPU (DESIGN §3).
+    # Decoding under the trainer's bf16 autocast is several times slower on CPU.
     with torch.autocast("cpu", enabled=False):
         return _revise(student, teacher, tokenizer, prompts, max_new_tokens, topk,
                        was_training)
@@ -174,7 +174,7 @@ class MGSR(TokenKD):
 
         from bench.core.topk import topk_support
         from methods.instruct.token_kd import response_logits
-        from methods.losses.mgsr import dac_kl, span_correlation_loss
+        from methods.losses.mgsr import mgsr_loss
 
         model = getattr(model, "module", model)
         lm, examples = model.lm, batch["examples"]
@@ -194,13 +194,12 @@ class MGSR(TokenKD):
                 logits = response_logits(lm, batch)
         student, target = topk_support(logits, batch["topk_values"], batch["topk_indices"],
                                        batch["topk_lse"])
-        student, target = student.unsqueeze(0), target.unsqueeze(0)
-        dac = dac_kl(student, target, model.clip_net, temperature=cfg.temperature)
-        span = span_correlation_loss(student, target, span_ids(self.context.tokenizer, examples),
-                                     temperature=cfg.temperature, distance=self.span_distance)
-        loss = sft + dac + span
-        return loss, {"ce": float(sft.detach()), "dac_kl": float(dac.detach()),
-                      "span": float(span.detach())}
+        loss, parts = mgsr_loss(student.unsqueeze(0), target.unsqueeze(0), sft=sft,
+                                clip_net=model.clip_net,
+                                spans=span_ids(self.context.tokenizer, examples),
+                                temperature=cfg.temperature, span_distance=self.span_distance)
+        return loss, {"ce": float(parts["sft"]), "dac_kl": float(parts["dac_kl"]),
+                      "span": float(parts["span"])}
 
     def needs_online_teacher(self) -> bool:
         return self.scrg_fraction > 0

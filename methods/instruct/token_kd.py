@@ -217,7 +217,7 @@ class TokenKD:
         return loss, {"ce": float(ce.detach()), "kd": float(kd.detach())}
 
     def build_model(self, context: InstructContext) -> tuple[Any, str]:
-        from methods.trainer import StepOutput, TrainConfig, Trainer
+        from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
         cfg = self.config(context)
         if cfg.teacher_logits not in ("cache", "online"):
@@ -238,8 +238,8 @@ class TokenKD:
             loss, parts = self.step_loss(model, batch, cfg, teacher)
             return StepOutput(loss, n_tokens=int(batch["attention_mask"].sum()), metrics=parts)
 
-        per_epoch = -(-len(context.train) // cfg.batch_size)
-        steps = cfg.max_steps or max(1, cfg.epochs * per_epoch)
+        steps = total_steps(len(context.train), cfg.batch_size, cfg.epochs,
+                            max_steps=cfg.max_steps)
         train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                 warmup_steps=max(1, int(steps * cfg.warmup_fraction)),
                                 mixed_precision=cfg.mixed_precision,

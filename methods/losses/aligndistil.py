@@ -42,7 +42,7 @@ Where the modes come from:
   (token adaptive logit extrapolation), β_t = β₀/α_t (official ``aligndistil``,
   off-policy trainer ll. 215-221, on-policy trainer ll. 293-299).
 - ``"theorem1_adaptive"``: Theorem 1's interpolation with the adaptive α_t; in the official
-  code, not named in the issue; included for completeness.
+  code; included for completeness.
 
 The constant modes take α from ``alpha`` (default 1.0, which is what the official CLI defaults
 ``--beta 1.0 --beta2 1.0`` give; the value used for the paper's ablation is not known to us, so
@@ -86,7 +86,7 @@ import warnings
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from methods.losses._token import kl_rows
+from methods.losses.token_core import kl_rows
 
 REGISTRY = [
     {"name": "aligndistil", "target": "aligndistil_loss",
@@ -101,7 +101,7 @@ REGISTRY = [
 MODES = ("adaptive", "contrastive", "constant", "theorem1_adaptive")
 _ADAPTIVE = ("adaptive", "theorem1_adaptive")
 _CONTRASTIVE = ("adaptive", "contrastive")  # extrapolate from z₁; the others from z₂
-_FLOOR = torch.finfo(torch.float32).min / 4  # same finite floor as methods.losses._token
+_FLOOR = torch.finfo(torch.float32).min / 4  # same finite floor as methods.losses.token_core
 
 
 def _check_hp(mode: str, r: float, eps: float, beta0: float, alpha: float) -> None:

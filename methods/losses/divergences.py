@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from methods.losses._token import kl_rows, log_mixture, token_loss
+from methods.losses.token_core import kl_rows, log_mixture, token_loss
 
 REGISTRY = [
     {"name": "fkl", "target": "forward_kl", "summary": "forward KL(p_teacher ‖ q_student)",

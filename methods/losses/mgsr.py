@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from methods.losses._token import kl_rows, token_loss
+from methods.losses.token_core import kl_rows, token_loss
 
 REGISTRY = [
     {"name": "mgsr_dac_kl", "target": "dac_kl",
@@ -63,7 +63,7 @@ REGISTRY = [
                 "within spans (fixed windows of 4 unless span ids are given)",
      "citation": "Liu et al. 2024 (MGSR), arXiv:2407.10068"},
 ]
-_FLOOR = torch.finfo(torch.float32).min / 4  # same finite floor as methods.losses._token
+_FLOOR = torch.finfo(torch.float32).min / 4  # same finite floor as methods.losses.token_core
 
 
 class DACClipNet(nn.Module):
@@ -309,17 +309,23 @@ def mgsr_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
               clip_net: DACClipNet | None = None, spans: torch.Tensor | None = None,
               temperature: float = 1.0, sft_weight: float = 1.0, dac_weight: float = 1.0,
               span_weight: float = 1.0, span_len: int = 4, span_distance: str = "l2",
-              chunk_size: int | None = None, ignore_index: int = -100
+              chunk_size: int | None = None, ignore_index: int = -100,
+              sft: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L = w_sft·L_SFT + w_dac·L_DAC-KL + w_span·L_span (paper: all weights 1).
 
     ``labels`` [B, S] long aligned with the logits (ignore_index skipped; None → no SFT
-    term); ``mask`` [B, S] selects the distilled tokens; ``spans`` as in
-    :func:`span_correlation_loss`. Returns (total 0-dim, detached parts {"sft", "dac_kl",
-    "span"}). On SCRG-revised sequences, run :func:`scrg_correction` and re-generate first.
+    term); ``sft`` instead passes an SFT term computed elsewhere (0-dim): the recipe's,
+    taken on the full vocabulary of the sequence before SCRG revised it, while the logits
+    here are the top-k support of the revised one. ``mask`` [B, S] selects the distilled
+    tokens; ``spans`` as in :func:`span_correlation_loss`. Returns (total 0-dim, detached
+    parts {"sft", "dac_kl", "span"}). On SCRG-revised sequences, run
+    :func:`scrg_correction` and re-generate first.
     """
+    if sft is not None and labels is not None:
+        raise ValueError("mgsr_loss: pass labels or a precomputed sft term, not both")
     zero = student_logits.float().sum() * 0.0
-    sft = zero
+    sft = zero if sft is None else sft
     if labels is not None:
         valid = labels != ignore_index
         if valid.any():

@@ -15,7 +15,7 @@ through the shared trainer, in the prompt format the suite evaluates with lm-eva
 - ``skip-thinking`` and its ablation ``skip-thinking-cwt``: :mod:`methods.reasoning.skip_thinking`
   (same teacher rationales as ``cot-sft``, learned chunk by chunk).
 
-Equal passes (decision): ``cot-sft`` trains ``epochs`` (2) passes over the rationales;
+Equal passes: ``cot-sft`` trains ``epochs`` (2) passes over the rationales;
 ``skip-thinking`` trains ``cwt_epochs`` (1) pass of CWT then ``stt_epochs`` (1) pass of
 STT, so both see every kept rationale token twice. ``answer-only`` trains ``epochs``
 passes over the answers. Embeddings (tied to the LM head in SmolLM2) stay frozen.
@@ -35,7 +35,7 @@ from bench.contracts import ReasoningContext, dataclass_settings
 FORMAT = 1  # bump when prompts, targets or a training step change meaning
 PROMPT = "Question: {question}\nAnswer:"  # lm-eval gsm8k.yaml doc_to_text
 ANSWER_PROMPT = "\nAnswer:"
-# A second prompt the arith teacher is fine-tuned on (decision): the same question answered
+# A second prompt the arith teacher is fine-tuned on: the same question answered
 # with `` #### N`` and no rationale, so the frozen teacher can also answer directly (what
 # SemCoT's implicit states feed into, and the ``teacher-direct`` reference row).
 DIRECT_ANSWER_PROMPT = "\nAnswer directly:"
@@ -149,7 +149,7 @@ def train_sft(model: Any, examples: list[Any], cfg: SFTConfig, out_dir: Path, pa
     import torch.nn.functional as F
 
     from methods.instruct.token_kd import collate, response_logits
-    from methods.trainer import StepOutput, TrainConfig, Trainer
+    from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
     if cfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
@@ -160,7 +160,7 @@ def train_sft(model: Any, examples: list[Any], cfg: SFTConfig, out_dir: Path, pa
         return StepOutput(ce, n_tokens=int(batch["attention_mask"].sum()),
                           metrics={"ce": float(ce.detach())})
 
-    steps = cfg.max_steps or max(1, cfg.epochs * -(-len(examples) // cfg.batch_size))
+    steps = total_steps(len(examples), cfg.batch_size, cfg.epochs, max_steps=cfg.max_steps)
     train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                             warmup_steps=max(1, int(steps * cfg.warmup_fraction)),
                             mixed_precision=cfg.mixed_precision,
@@ -235,7 +235,7 @@ REASONING_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Recipe:
+class SFTRecipe:
     """Shared parts of the three SFT recipes."""
 
     implementation = "full"
@@ -264,7 +264,7 @@ class _Recipe:
         return model, name
 
 
-class AnswerOnly(_Recipe):
+class AnswerOnly(SFTRecipe):
     def examples(self, context: ReasoningContext) -> list[Any]:
         from methods.instruct.token_kd import TrainExample
 
@@ -273,7 +273,7 @@ class AnswerOnly(_Recipe):
                              target_units(tok, "", it.answer)[0]) for it in context.train]
 
 
-class CoTSFT(_Recipe):
+class CoTSFT(SFTRecipe):
     needs_rationales = True  # the suite generates the teacher's rationales first
 
     def examples(self, context: ReasoningContext) -> list[Any]:

@@ -36,14 +36,14 @@ Pipeline (the frozen teacher answers; only the encoder and the generator are tra
    inserts them), alpha 0.25 (official best for GSM8K). Two phases as officially: the
    projection (and thought embedding) alone (``cg_linear_*``), then with LoRA
    (``cg_llm_*``; the official "vanilla" variant trains the whole small model there, its
-   LoRA variant only adapters: the issue asks for LoRA).
+   LoRA variant only adapters: we implement the LoRA variant).
 4. **Inference**: question -> generator -> 1 implicit state -> teacher generates the
    answer greedily from ``[question; state; answer prompt]``; latency covers both.
 
 Answer prompt [ours]: the official teacher (Llama-2-7B-chat) answers directly when asked
 to; our offline arith teacher is fine-tuned on rationales, and with ``"\\nAnswer:"`` it
-writes its whole rationale after the implicit state (measured 2026-11-30: 92.8 tokens per
-answer, the teacher's own count). So the suite also fine-tunes it on the same questions
+writes its whole rationale after the implicit state, as many tokens as the teacher's own
+rationale (docs/measurements/gsm8k.md). So the suite also fine-tunes it on the same questions
 under ``"\\nAnswer directly:"`` -> `` #### N`` (``--set teacher_direct``), and SemCoT's
 states go in front of that prompt (training and inference alike); the ``teacher-direct``
 row is the same teacher under that prompt without states, the reference that shows what
@@ -326,7 +326,7 @@ class SemCoT:
             initial_student,
             run_key,
         )
-        from methods.trainer import StepOutput, TrainConfig, Trainer
+        from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
         cfg = self.config(context.settings)
         teacher, tok = context.teacher, context.tokenizer
@@ -370,7 +370,7 @@ class SemCoT:
             if epochs < 1 or not params:
                 return
             train_runs.append(str(root / name))
-            steps = epochs * -(-len(data) // cfg.semcot_batch_size)
+            steps = total_steps(len(data), cfg.semcot_batch_size, epochs)
             # checkpoints every 50 steps: a killed cpu-long phase resumes instead of restarting
             tc = TrainConfig(max_steps=steps, batch_size=cfg.semcot_batch_size, lr=lr,
                              weight_decay=wd, warmup_steps=max(1, steps // 20),

@@ -33,9 +33,10 @@ from typing import Any
 import torch
 
 from bench.contracts import ReasoningContext, dataclass_settings
+from bench.core.hf import inference_copy
 from methods.reasoning.cot_distill import (
     CoTSFT,
-    _Recipe,
+    SFTRecipe,
     data_key,
     initial_student,
     prompt_ids,
@@ -116,12 +117,11 @@ def batched_skippable(model: Any, tokenizer: Any, items: list[tuple[list[int], l
     each round generates every answer still missing in one batched pass (at most
     ``n_chunks - 1`` rounds), so results equal the sequential function's.
     """
-    import copy
 
     from bench.core.generation import generate
     from methods.reasoning.skip_thinking_chunks import skippable_chunks
 
-    fast = copy.deepcopy(model).to(torch.bfloat16).eval()  # batched decoding: bf16 is faster
+    fast = inference_copy(model)  # batched decoding: bf16 is faster
     memo: dict[tuple[int, ...], str] = {}
     results: dict[int, list[int]] = {}
     while len(results) < len(items):
@@ -158,7 +158,7 @@ def cached_skippable(cwt_dir: Path, model: Any, tokenizer: Any,
     checks' time (minutes at cpu-long) and keeps the STT data, hence its cached run, fixed
     even where bf16 decoding at another thread count would flip a borderline check.
     """
-    from bench.core.results import atomic_write_text
+    from bench.core.io import atomic_write_text
 
     path = cwt_dir / "skippable.json"
     key = run_key(items, cfg.skip_check_tokens, cfg.check_batch_size)
@@ -172,8 +172,8 @@ def cached_skippable(cwt_dir: Path, model: Any, tokenizer: Any,
 
 
 class SkipThinking(CoTSFT):
-    settings_keys = _Recipe.settings_keys + tuple(SkipConfig.__dataclass_fields__)
-    setting_specs = _Recipe.setting_specs + dataclass_settings(SkipConfig)
+    settings_keys = SFTRecipe.settings_keys + tuple(SkipConfig.__dataclass_fields__)
+    setting_specs = SFTRecipe.setting_specs + dataclass_settings(SkipConfig)
     skip_stage = True  # False: stop after chunk-wise training (``skip-thinking-cwt``)
 
     def build_model(self, context: ReasoningContext) -> tuple[Any, str]:

@@ -110,7 +110,7 @@ class YesNoZeroShot(_OneRow):
         from bench.retrieval.rerankers import YesNoLLMReranker
 
         name = context.settings.get("model") or "smollm2-135m-instruct"
-        # bf16 weights: ~5x the pairs/s of fp32 on AMX CPUs (DESIGN §3); scores move by
+        # bf16 weights: ~5x the pairs/s of fp32 on AMX CPUs; scores move by
         # ~1e-2 in log-probability.
         dtype = context.settings.get("dtype", "bfloat16")
         model, tokenizer = load_causal_lm(name, dtype=getattr(torch, dtype))

@@ -4,7 +4,7 @@
 train_collection=...`` to change) and reports three rows per collection: the undistilled
 student (``dear-student-init``), the stage-1 pointwise student (``dear-p``) and stage 2,
 the listwise LoRA adapter reranking dear-p's top ``stage2_depth`` (``dear-l``;
-``methods/retrieval/dear_listwise.py``, where its budget measurements are; ``--set stage2=false``
+``methods/retrieval/dear_listwise.py``; ``--set stage2=false``
 skips it). NarrativeQA and FiQA are zero-shot. Stage 1: the loss
 (``methods/losses/dear.py``), the student (``methods/retrieval/pointwise_lm.py``), groups, cached
 teacher scores, resumable training on the shared trainer. Still flagged ``partial``
@@ -27,33 +27,12 @@ applied to logits, not to cosines in [-1, 1]. Cross-encoders and RankLLaMA alrea
 logits, so their ``teacher_scale`` defaults to 1 (``--set teacher_scale=...`` overrides
 either; see :func:`teacher_scale_for`).
 
-Recipe measurements (2-core CPU; BoolQ, first 50 test queries, BM25 top-20 reranked;
-BM25 nDCG@10 0.847 there, random order ≈ 0.30):
-
-- untrained yes/no head (log-odds of "Yes" vs "No" in the chat prompt) on the first k
-  layers of SmolLM2-135M-Instruct: k = 2/4/8/16/30 → 0.33/0.15/0.24/0.31/0.30;
-- ridge probe of the last-token state onto teacher scores (150-300 train queries × 8):
-  chat prompt 0.30-0.33; "echo" prompt (query, passage, query again) 0.39-0.44;
-- query likelihood (UPR) with the full model 0.857 (30 queries), 0.18 with 8 layers;
-- e1: chat prompt, yes/no head, k = 4, 300 queries × 8, lr 1e-4 (head 1e-3), 6 min:
-  0.314 (loss flat: no learning, as DESIGN §3 reported);
-- e2 (current defaults): echo prompt, random head, k = 4, all 2,308 train queries × 4,
-  batch 4 queries, lr 3e-4 (head 1e-3), 1 epoch, bf16 autocast, 9.4 min: **0.804**
-  (loss 1.58 → 0.72). Learning is visible; it does not yet beat BM25. (The whole
-  command from an empty cache, 2026-11-29, idle machine: stage 1 14.8 min, total 30.2.
-  Trimmed on 2026-11-30 to 2,000 stage-1 queries and 200 stage-2 windows for margin: the
-  empty-cache command then took 18.7 min on the idle machine, stage-1 training 8.6 min
-  (500 steps), stage-2 training 1.6 min; BoolQ dear-p 0.816, dear-l 0.812, 200 queries.)
-- e3: as e2 with ``student_layers=8``, no stage 2, 200 BoolQ test queries at depth 20:
-  **0.8595** vs BM25 0.8588 (paired t-test p = 0.96; the 8-layer untrained student
-  0.205); stage 1 took ~44 min on one contended thread. Depth closes the gap to BM25
-  but does not beat it.
-- e4 (``--preset cpu-long``): as e2 with ``student_layers=16``, same protocol as e3:
-  **0.9017** vs BM25 0.8588 (+0.043, paired t-test p = 0.0062; the 16-layer untrained
-  student 0.245, the MiniLM teacher 0.911); loss 1.46 -> ~0.4; stage 1 took 52 min on
-  one thread with another job on the second core (577 steps, ~570 tokens/s), scoring
-  4,000 BoolQ pairs 3.6 min per row. Chosen over 8 layers × 2 epochs (not run to the end)
-  because depth was the lever that moved e2 -> e3.
+Why this recipe (the experiment log, e1-e4, is docs/measurements/beir.md): with the chat
+prompt neither the LM's own yes/no log-odds nor a trained yes/no head on a few layers
+ranked clearly better than random order within the CPU budget, while the "echo" prompt (query,
+passage, query again, ``ECHO_PROMPT``) gives the last-token state more to work with and a
+random head then learns; student depth is what moved the student towards BM25, hence 16
+layers for ``--preset cpu-long``.
 """
 
 from __future__ import annotations
@@ -69,8 +48,8 @@ from bench.contracts import dataclass_settings
 from bench.suite import Setting
 
 # ``--preset cpu-long``: the recipe past the 30-minute default budget (resumable: rerun
-# the same command after an interruption, in this session or a later one). Measured (e4
-# above): a 16-layer student beats BM25 on BoolQ, 0.902 vs 0.859, p = 0.006.
+# the same command after an interruption, in this session or a later one). 16 layers: depth
+# is what moved the student towards BM25 (docs/measurements/beir.md, e3 and e4).
 CPU_LONG: dict[str, Any] = {"student_layers": 16, "train_queries": 2308,
                              "stage2_windows": 300}
 ECHO_PROMPT = "Query: {query}\nPassage: {doc}\nQuery: {query}"
@@ -188,7 +167,7 @@ def train_stage1(cfg: DeARConfig, *, queries: dict[str, str], docs: dict[str, st
     import torch
 
     from methods.losses.dear import dear_pointwise
-    from methods.trainer import StepOutput, TrainConfig, Trainer
+    from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
     scores = score_pairs(teacher, [(q, d) for q, ds in groups for d in ds], queries, docs,
                          work_dir / f"teacher-{teacher.fingerprint()}.jsonl", progress)
@@ -214,7 +193,7 @@ def train_stage1(cfg: DeARConfig, *, queries: dict[str, str], docs: dict[str, st
                               temperature=cfg.temperature, main=cfg.main)
         return StepOutput(loss, n_tokens=int(enc["attention_mask"].sum()))
 
-    steps = max(1, cfg.epochs * -(-len(data) // cfg.batch_queries))
+    steps = total_steps(len(data), cfg.batch_queries, cfg.epochs)
     train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_queries, lr=cfg.lr,
                             warmup_steps=max(1, steps // 10), schedule="cosine",
                             mixed_precision=cfg.mixed_precision,
@@ -230,7 +209,7 @@ def train_stage1(cfg: DeARConfig, *, queries: dict[str, str], docs: dict[str, st
 
 
 def for_inference(model: Any) -> Any:
-    """bf16 weights for scoring (~2-3x faster on AMX CPUs, DESIGN §3); the head stays fp32."""
+    """bf16 weights for scoring (~2-3x faster on AMX CPUs); the head stays fp32."""
     import torch
 
     model = model.to(torch.bfloat16)

@@ -21,29 +21,12 @@ greedy loop, KV cache, left padding, LoRA merged, bf16 weights). Each output is 
 by ``methods.retrieval.listwise.parse_permutation``; its repair counts accumulate in ``report``
 (the result's config: ``listwise_repairs``, ``listwise_windows_per_s``).
 
-Budget measurements (2-core AMX CPU shared with other jobs, so torch ran on one thread:
-two were up to 5x slower on small ops under contention; cached default stage-1 student):
-
-- prompt: ~141 instruction tokens + w x (passage + 4): w = 10 at 48 passage tokens ~660
-  tokens, target 41; w = 20 ~1,180 + 92. Generation (16 windows per batch, LoRA merged,
-  bf16; fp32 ~2x slower, AMX bf16 matmuls 9x faster): w = 10 5.6 windows/s of CPU time
-  (unmerged 4.0 s vs 2.8 s per batch), w = 20 1.9/s, w = 5 11/s; ``generate`` was 2-3x
-  slower than :func:`greedy`. Training (w = 10, 4 windows per step): bf16 autocast 2.3 s
-  per step, fp32 4.0 s. So depth 20 at w = 10 / stride 5 (1,800 windows for 3 x 200 test
-  queries) would cost 6-12 min of inference alone; the default reranks DeAR-P's top 10
-  with one window (600 windows), the part nDCG@10 sees (ranks 11-20 keep DeAR-P's order).
-- recipe probes (BoolQ, 50 test queries, DeAR-P 0.822): 200 windows (w 10 / stride 5 /
-  depth 20), lr 5e-4: 0.776; 300 windows, lr 1e-3: 0.773; lr 2e-3: 0.776; lr 2e-3 and 2
-  epochs (the default): 0.813. Loss 18.2 -> ~0.50 per token after ~45 steps, then flat.
-- default run (3 x 200 test queries): training 518 s (150 steps at 858 tokens/s, where
-  stage 1 had logged 2,400/s: ~3 min on an unloaded machine), teacher scores of the 300
-  windows 100 s on an empty cache, inference 0.31-0.35 s per query (2.9-3.3 windows/s):
-  ~13.5 min under that load, ~5 min scaled. nDCG@10 DeAR-L vs DeAR-P: BoolQ 0.797 vs
-  0.806 (paired t p < 0.001; 27 of 200 queries changed), NarrativeQA 0.649 vs 0.650
-  (p = 0.66), FiQA 0.483 vs 0.493 (p = 0.004). No output was unparsable, but a window
-  had 4.4-4.7 repeated and 5.3-5.7 missing ids (appended in DeAR-P's order): the adapter
-  learns the format and to keep DeAR-P's head, not the teacher's order. Within this
-  budget stage 2 does not beat its own first stage; the rows say so by their numbers.
+Budget (the measurements behind it, and stage 2's results at the time, are in
+docs/measurements/beir.md): on a CPU, generation is the cost, so it runs on the hand greedy
+loop with the LoRA merged and bf16 weights (``generate``, a live adapter and fp32 were each
+slower), and the default reranks DeAR-P's top 10 with one window of 10, the part nDCG@10
+sees (ranks 11-20 keep DeAR-P's order); depth 20 at w = 10 / stride 5 would triple the
+windows.
 """
 
 from __future__ import annotations
@@ -208,7 +191,7 @@ def train_stage2(cfg: ListwiseConfig, *, lm: Any, tokenizer: Any, queries: dict[
     ``work_dir/adapter`` at the end, with ``stage2_config.json`` (training time: the trainer's
     ``metrics.jsonl``, :func:`methods.trainer.logged_train_seconds`).
     """
-    from methods.trainer import StepOutput, TrainConfig, Trainer
+    from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
     model = ListwiseLM(add_lora(lm, cfg), tokenizer, cfg)
     rationales = rationales or {}
@@ -220,7 +203,7 @@ def train_stage2(cfg: ListwiseConfig, *, lm: Any, tokenizer: Any, queries: dict[
     def step(m: Any, batch: dict[str, torch.Tensor]) -> StepOutput:
         return StepOutput(m(**batch), n_tokens=int(batch["attention_mask"].sum()))
 
-    steps = max(1, cfg.epochs * -(-len(data) // cfg.batch_windows))
+    steps = total_steps(len(data), cfg.batch_windows, cfg.epochs)
     train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_windows, lr=cfg.lr,
                             warmup_steps=max(1, steps // 10), schedule="cosine",
                             mixed_precision=cfg.mixed_precision,
@@ -244,7 +227,8 @@ def greedy(lm: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     the 49k x 576 head once per row: 4.5 of 7 s of a 16-window prefill), and decoding
     stops as soon as every row has emitted EOS. Returns the new tokens, EOS excluded.
     """
-    from bench.retrieval.rerankers import left_pad
+    from bench.core import hf
+    from bench.core.hf import left_pad
 
     base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     decoder, head = base.get_decoder(), base.get_output_embeddings()
@@ -252,7 +236,7 @@ def greedy(lm: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     device = head.weight.device
     ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
     out = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    cache = out.cache
+    cache = hf.output_cache(out)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     rows: list[list[int]] = [[] for _ in prompts]
     for _ in range(max_new_tokens):
@@ -267,8 +251,8 @@ def greedy(lm: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = pos[:, -1:] + 1
         out = decoder(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                      cache=cache, use_cache=True)
-        cache = out.cache
+                      **hf.cache_kwargs(decoder, cache))
+        cache = hf.output_cache(out)
     return rows
 
 
@@ -301,7 +285,7 @@ class ListwiseReranker:
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
-        from bench.retrieval.rerankers import model_fingerprint
+        from bench.core.hf import model_fingerprint
 
         if self._fingerprint is None:
             cfg = self.model.cfg

@@ -5,8 +5,8 @@ head on the final hidden state of the last token. This module does the same on a
 LM, with one addition for small CPU budgets: the head can start as the LM's own yes/no
 log-odds, ``w = W_out["Yes"] − W_out["No"]`` (``head_init="yes-no"``), so that the
 untrained student already is the zero-shot yes/no reranker of ``bench.retrieval`` on the
-same prompt, and distillation starts from a ranking prior instead of random order
-(DESIGN §3 measured a random head staying near random order within the CPU budget).
+same prompt, and distillation starts from a ranking prior instead of random order (a
+random head can stay near random order within a CPU budget; docs/measurements/beir.md).
 ``head_init="random"`` gives RankLLaMA's plain linear head (normal, std 0.02).
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from bench.retrieval.rerankers import PROMPT, left_pad, model_fingerprint, render_prompt
+from bench.core.hf import left_pad, model_fingerprint
+from bench.retrieval.rerankers import PROMPT, render_prompt
 
 
 class PointwiseLM(torch.nn.Module):

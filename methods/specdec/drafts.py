@@ -214,7 +214,7 @@ class FeatureHeadRecipe:
     def train_head(self, head_class: type, head_cfg: Any, store: FeatureStore,
                    context: SpecContext, cfg: HeadTrainConfig) -> Any:
         from methods.losses.spec import eagle_loss, fspad_loss
-        from methods.trainer import StepOutput, TrainConfig, Trainer
+        from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
         target = context.target
         embed_w = target.get_input_embeddings().weight.detach()
@@ -240,8 +240,7 @@ class FeatureHeadRecipe:
                               metrics={"feature_loss": float(loss.feature),
                                        "token_ce": float(loss.token)})
 
-        per_epoch = -(-len(store) // cfg.batch_size)
-        steps = cfg.max_steps or max(1, cfg.epochs * per_epoch)
+        steps = total_steps(len(store), cfg.batch_size, cfg.epochs, max_steps=cfg.max_steps)
         train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                 betas=tuple(cfg.betas),  # type: ignore[arg-type]
                                 warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,11 @@ def target_features(target: Any, train: list[Any], cache_dir: Path, *, batch_siz
     """The target's last hidden states (after the final norm) over prompt + response of
     every training example, computed once (batched, right-padded) and cached as one
     safetensors file ``features-<key>.safetensors`` (stored in ``dtype``)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
+    from bench.core.hf import model_fingerprint
+    from bench.core.io import atomic_save_tensors
     from bench.core.progress import progress_bar
-    from bench.retrieval.rerankers import model_fingerprint
 
     key = hashlib.sha256(json.dumps([FEATURE_FORMAT, model_fingerprint(target), dtype,
                                      data_key(train)]).encode()).hexdigest()[:16]
@@ -90,10 +90,7 @@ def target_features(target: Any, train: list[Any], cache_dir: Path, *, batch_siz
                "offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]),
                "prompt_lens": torch.tensor([len(e.prompt_ids) for e in train],
                                            dtype=torch.long)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    atomic_save_tensors(tensors, path)
     return FeatureStore(tensors, path)
 
 

@@ -37,7 +37,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
+from bench.core import hf
 from bench.specdec.sampling import is_greedy, probs, sample
 from bench.specdec.tree import DraftTree, TreeConfig, build_dynamic_tree
 
@@ -52,51 +54,36 @@ class HeadConfig:
     rms_eps: float = 1e-6
     rope_theta: float = 10000.0
     fc_bias: bool = True  # EAGLE's Model(bias=True)
+    # The target's RoPE scaling (e.g. Llama-3.x's ``llama3`` type), None for plain RoPE;
+    # heads saved before this field existed load as plain RoPE, which they were.
+    rope_scaling: dict[str, Any] | None = None
 
     @classmethod
     def from_target(cls, config: Any) -> HeadConfig:
         """The head's shape from the target's config (one layer of the target's size)."""
         heads = int(config.num_attention_heads)
-        rope = getattr(config, "rope_parameters", None) or {}
-        theta = rope.get("rope_theta") if isinstance(rope, dict) else None
+        rope = hf.rope_parameters(config)
+        scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
         return cls(hidden_size=int(config.hidden_size), num_heads=heads,
                    num_kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
                    head_dim=int(getattr(config, "head_dim", None)
                                 or config.hidden_size // heads),
                    intermediate_size=int(config.intermediate_size),
                    rms_eps=float(getattr(config, "rms_norm_eps", 1e-6)),
-                   rope_theta=float(theta or getattr(config, "rope_theta", 10000.0)))
+                   rope_theta=float(rope["rope_theta"]),
+                   rope_scaling=scaling if scaling.get("rope_type") != "default" else None)
+
+    def rope(self) -> dict[str, Any]:
+        """The RoPE parameters in :func:`bench.core.hf.rope_parameters` form."""
+        return {"rope_type": "default", **(self.rope_scaling or {}),
+                "rope_theta": self.rope_theta}
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
-
-
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Llama RoPE tables for ``positions`` ``[B, T]`` -> cos, sin ``[B, 1, T, head_dim]``."""
-    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device,
-                                        dtype=torch.float32) / head_dim))
-    freqs = positions.float()[..., None] * inv
-    emb = torch.cat([freqs, freqs], dim=-1)[:, None]
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+# Llama's own norm (float32 inside, cast back): the head is one layer of its target.
+RMSNorm = LlamaRMSNorm
 
 
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -117,6 +104,10 @@ class DraftLayer(nn.Module):
         self.gate_proj = nn.Linear(h, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(h, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, h * out_mult, bias=False)
+        # transformers' rotary embedding with the target's scaling (no weights: inv_freq
+        # is a non-persistent buffer, so saved heads load unchanged).
+        self.rotary = hf.rotary_embedding(cfg.rope(), hidden_size=h, num_heads=cfg.num_heads,
+                                          head_dim=d)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,
                 mask: torch.Tensor | None = None, past: KV | None = None,
@@ -129,8 +120,8 @@ class DraftLayer(nn.Module):
         q = self.q_proj(x).view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, q.dtype)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        cos, sin = self.rotary(q, positions)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         rep = cfg.num_heads // cfg.num_kv_heads

@@ -89,10 +89,10 @@ def build_vit(name: str, *, image_size: int, channels: int, num_classes: int,
         cfg = ViTConfig(image_size=image_size, patch_size=patch, num_channels=channels,
                         num_labels=num_classes, **VIT_SIZES[name])
         return ViTForImageClassification(cfg)
-    from bench.core.assets.models import _from_pretrained, _resolve_model_source
+    from bench.core.assets.models import load_pretrained, resolve_model_source
 
-    source, local = _resolve_model_source(name, "image classifier")
-    return _from_pretrained(AutoModelForImageClassification, source, local, "image classifier",
+    source, local = resolve_model_source(name, "image classifier")
+    return load_pretrained(AutoModelForImageClassification, source, local, "image classifier",
                             num_labels=num_classes, ignore_mismatched_sizes=True)
 
 
@@ -199,10 +199,10 @@ class CrossEntropy:
 def train_classifier(recipe: Any, student: Any, teacher: Any, cfg: VisionConfig,
                      context: VisionContext, *, out_name: str) -> Any:
     """Train ``student`` with ``recipe.loss`` on the context's training set; resumable."""
-    from methods.trainer import StepOutput, TrainConfig, Trainer
+    from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
 
     n = len(context.train.labels)
-    steps = max(1, cfg.epochs * -(-n // cfg.batch_size))
+    steps = total_steps(n, cfg.batch_size, cfg.epochs)
     total = {"steps": steps}
 
     def collate(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

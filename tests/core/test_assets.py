@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_llama
 
 import bench.core.assets as assets
 from bench.core.assets import specs, status
@@ -241,14 +242,8 @@ def test_java_home() -> None:
 
 def _tiny_llama(tied: bool, n_layers: int = 4, seed: int = 0):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=n_layers, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=tied)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(128, layers=n_layers, seed=seed, tied=tied, max_positions=64)
     with torch.no_grad():  # make sure norms are not all-ones, so copying them is tested
         for name, p in model.named_parameters():
             if "norm" in name:

@@ -103,7 +103,7 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
 
 
-def _table(md: str, heading: str) -> list[list[str]]:
+def markdown_table(md: str, heading: str) -> list[list[str]]:
     """Rows (header first, separator dropped) of the table right after ``heading``."""
     lines = md.split(heading + "\n", 1)[1].splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
@@ -158,14 +158,14 @@ def test_byte_identical_and_untouched_when_unchanged(tmp_path: Path) -> None:
 def test_escaping_keeps_table_shape(records: list[dict]) -> None:
     md = render_suite("toy", records, baseline="bm25")
     for heading in ("## Main score", "## Provenance", "### nfcorpus"):
-        table = _table(md, heading)
+        table = markdown_table(md, heading)
         assert all(len(r) == len(table[0]) for r in table), heading
     assert escape_md("a|b`c<d>&e\nf\\") == "a\\|b\\`c&lt;d&gt;&amp;e f\\\\"
     assert "<b>" not in md and "&lt;b&gt;unverified&lt;/b&gt; see \\| notes" in md
 
 
 def test_significance_markers_match_scipy(records: list[dict]) -> None:
-    table = _table(render_suite("toy", records, baseline="bm25", alpha=0.05), "## Main score")
+    table = markdown_table(render_suite("toy", records, baseline="bm25", alpha=0.05), "## Main score")
     checked = 0
     for ds in DATASETS:
         col = next(h for h in table[0] if h.startswith(ds))
@@ -182,7 +182,7 @@ def test_significance_markers_match_scipy(records: list[dict]) -> None:
 
 def test_mean_std_over_seeds_partial_and_stand_in(records: list[dict]) -> None:
     md = render_suite("toy", records, baseline="bm25")
-    table = _table(md, "## Main score")
+    table = markdown_table(md, "## Main score")
     vals = [r["metrics"]["ndcg@10"] for r in records
             if r["method"] == "dear" and r["dataset"]["id"] == "nfcorpus"]
     assert len(vals) == 2
@@ -201,7 +201,7 @@ def test_mean_std_over_seeds_partial_and_stand_in(records: list[dict]) -> None:
 
 def test_mean_needs_every_dataset_and_baseline_choice(records: list[dict]) -> None:
     some = [r for r in records if not (r["method"] == WEIRD and r["dataset"]["id"] != "nfcorpus")]
-    assert _row(_table(render_suite("toy", some, baseline="bm25"), "## Main score"),
+    assert _row(markdown_table(render_suite("toy", some, baseline="bm25"), "## Main score"),
                 WEIRD)["Mean"] == "—"
     # Two bm25 models, none matching dear's: no unique baseline row, so no test.
     extra = [{**r, "model": "bm25-alt"} for r in records if r["method"] == "bm25"]
@@ -256,7 +256,7 @@ def test_non_default_preset_is_its_own_row(records: list[dict]) -> None:
     with its preset, and is tested against the (default) baseline like any row."""
     long_runs = [{**r, "preset": "cpu-long"} for r in records if r["method"] == "dear"]
     md = render_suite("toy", records + long_runs, baseline="bm25")
-    table = _table(md, "## Main score")
+    table = markdown_table(md, "## Main score")
     assert _row(table, "dear")["nfcorpus"] == _row(table, "dear [cpu-long]")["nfcorpus"]
     rows = compare_data(records + long_runs, methods=["dear [cpu-long]"], baseline="bm25",
                         dataset="nfcorpus")
@@ -276,11 +276,11 @@ def test_preset_rows_are_tested_against_the_baseline_of_their_preset(records: li
 
     def delta(rows: list[dict]) -> str:
         md = render_suite("toy", rows, baseline="bm25")
-        table = _table(md, "### nfcorpus")
+        table = markdown_table(md, "### nfcorpus")
         return _row(table, "dear [cpu-long]")["Δ ndcg@10"]
 
     assert delta(records + long_dear + long_bm25) == "+0.0000"
-    assert delta(records + long_dear) == _row(_table(render_suite("toy", records, baseline="bm25"),
+    assert delta(records + long_dear) == _row(markdown_table(render_suite("toy", records, baseline="bm25"),
                                                      "### nfcorpus"), "dear")["Δ ndcg@10"] != "+0.0000"
 
 

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from bench.core import results
-from bench.core.results import ResultStore, atomic_write_text, new_record, validate
+from bench.core.io import atomic_write_text
+from bench.core.results import ResultStore, new_record, validate
 from bench.errors import ResultExistsError, SchemaError
 
 

@@ -178,3 +178,23 @@ def test_trained_model_evaluates_in_float32_after_bf16_training(tmp_path):
         got = model(x)
     assert got.dtype == torch.float32
     assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_schedule_is_transformers_after_warmup(schedule):
+    import torch
+    from transformers import get_scheduler
+
+    from methods.trainer import TrainConfig, lr_lambda, total_steps
+
+    cfg = TrainConfig(max_steps=50, warmup_steps=5, schedule=schedule)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    theirs = get_scheduler(schedule, optimizer, num_warmup_steps=5, num_training_steps=50)
+    ours = lr_lambda(cfg)
+    for step in range(50):
+        if step >= 5:
+            assert ours(step) == pytest.approx(theirs.lr_lambdas[0](step))
+        else:  # warm-up: ours starts at 1/5, transformers' at 0
+            assert ours(step) == pytest.approx((step + 1) / 5)
+    assert total_steps(10, 4, 2) == 6 and total_steps(10, 4, 2, grad_accum=2) == 4
+    assert total_steps(0, 4, 3) == 1 and total_steps(10, 4, 2, max_steps=7) == 7

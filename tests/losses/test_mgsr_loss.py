@@ -287,3 +287,16 @@ def test_errors_and_no_spurious_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mgsr_loss(s, t, mask=torch.ones(2, 5, dtype=torch.bool))
+
+
+def test_mgsr_loss_takes_a_precomputed_sft_term():
+    """The recipe passes its full-vocabulary SFT term; the composition stays in mgsr_loss."""
+    torch.manual_seed(0)
+    s, t = torch.randn(1, 6, 5), torch.randn(1, 6, 5)
+    without, parts = mgsr_loss(s, t)
+    sft = torch.tensor(0.75)
+    total, parts_sft = mgsr_loss(s, t, sft=sft)
+    assert float(total) == pytest.approx(float(without) + 0.75)
+    assert float(parts_sft["sft"]) == 0.75 and float(parts["sft"]) == 0.0
+    with pytest.raises(ValueError, match="not both"):
+        mgsr_loss(s, t, sft=sft, labels=torch.zeros(1, 6, dtype=torch.long))

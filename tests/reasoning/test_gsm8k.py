@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_llama, word_tokenizer
 
 from bench.cli import main
 from methods.losses.semcot import semcot_generator_loss, semcot_infonce
@@ -282,24 +283,14 @@ def _tiny_arith_model(path, n_test: int):
     """A random 2-layer Llama whose word-level vocabulary covers the first ``n_test`` arith
     test prompts (so they differ), with the EOS row of its LM head set to outscore one
     token that some but not all greedy answers emit: answers then end at different lengths."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     from bench.reasoning.arith import make_arith
     from bench.reasoning.lm_eval_tasks import ARITH_SEED
 
     words = sorted({w for p in make_arith(2, 2, n_test, ARITH_SEED, split="test")
                     for w in f"Question: {p.question} Answer: #### {p.answer}".split()})
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>", *words])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
-                                  unk_token="<unk>", eos_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
-        eos_token_id=2, pad_token_id=0)).eval()
+    tok = word_tokenizer(words)
+    model = tiny_llama(len(tok), tied=False, max_positions=2048, eos_token_id=2,
+                       pad_token_id=0)
     with torch.no_grad():
         model.lm_head.weight[:3] = 0.0  # logit 0: below the argmax, until EOS is rewired
         firsts = []

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import save_tiny_lm, tiny_llama
 
 from bench.core.assets import asset_path, is_prepared, prepared_dir, spec
 from bench.errors import AssetMissingError, UsageError
@@ -72,15 +73,12 @@ def rankllama_dirs(tmp_path_factory):
     vocabulary, and a LoRA adapter on it saved the way RankLLaMA's is (task SEQ_CLS, the
     score head in the adapter's weights, no tokenizer files next to the adapter)."""
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     tokenizer = _smollm2_tokenizer()
     base_dir = tmp_path_factory.mktemp("tiny-llama-cls")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, num_labels=1)
-    LlamaForSequenceClassification(config).save_pretrained(base_dir)
+    tiny_llama(len(tokenizer), tied=False, max_positions=512, num_labels=1,
+               model_cls=LlamaForSequenceClassification).save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
     base = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1)
     peft_model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
@@ -234,20 +232,7 @@ def toy_data():
 
 
 def _tiny_student(path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", ":", *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
-                                        unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    save_tiny_lm(path, [":", *WORDS], eos=False)
 
 
 def test_bench_run_rerank_teacher_row_with_a_cross_encoder(cross_encoder_dir, tmp_path, capsys):

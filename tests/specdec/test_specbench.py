@@ -17,7 +17,6 @@ from methods.specdec.heads import (
     FeatureDraft,
     FSPADHead,
     HeadConfig,
-    RMSNorm,
     uniform_feature_noise,
 )
 
@@ -80,12 +79,25 @@ def test_eagle_fuses_embedding_first():
                                + head.fc.bias)
 
 
-def test_rmsnorm_matches_llama():
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+def test_head_rope_is_the_targets_own_with_llama3_scaling():
+    """A Llama-3.x target rotates with scaled RoPE; its head must rotate the same way."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    ours, ref = RMSNorm(8, 1e-6), LlamaRMSNorm(8, eps=1e-6)
-    x = torch.randn(4, 8)
-    torch.testing.assert_close(ours(x), ref(x))
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+    target = LlamaConfig(hidden_size=8, num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=4, intermediate_size=12, max_position_embeddings=512,
+                         rope_parameters={"rope_theta": 500000.0, **scaling})
+    cfg = HeadConfig.from_target(target)
+    assert cfg.rope_scaling["rope_type"] == "llama3"
+    layer = EagleHead(cfg).layer
+    x, positions = torch.zeros(1, 300, 4), torch.arange(300)[None]
+    for ours, theirs in zip(layer.rotary(x, positions),
+                            LlamaRotaryEmbedding(config=target)(x, positions), strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert HeadConfig(**{k: v for k, v in cfg.as_dict().items() if k != "rope_scaling"}
+                      ).rope() == {"rope_type": "default", "rope_theta": 500000.0}
 
 
 def test_uniform_noise_follows_eagle_scaling():

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_llama
 from scipy import stats as sps
 
+from bench.core import hf
 from bench.specdec import (
     Draft,
     DraftTree,
@@ -23,7 +25,6 @@ from bench.specdec import (
     TreeConfig,
     autoregressive,
     build_dynamic_tree,
-    hf,
     residual_distribution,
     speculative,
     speculative_step_distribution,
@@ -37,15 +38,7 @@ VOCAB = 23
 
 def _tiny_llama(seed: int, *, vocab: int = VOCAB, layers: int = 3, init: float = 0.2,
                 attn: str | None = None):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=layers, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, initializer_range=init)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+    model = tiny_llama(vocab, layers=layers, seed=seed, init=init, isolate_rng=True)
     if attn is not None:
         model.set_attn_implementation(attn)
     return model.eval().double()

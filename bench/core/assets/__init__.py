@@ -1,4 +1,4 @@
-"""Offline models and datasets (DESIGN section 3): registry, checks, cache, loaders.
+"""Offline models and datasets: registry, checks, cache, loaders.
 
 Importing this package is cheap (no torch, no transformers, no asset packages) so that
 ``bench ls`` and ``bench assets check`` stay fast; loaders import heavy libraries inside.

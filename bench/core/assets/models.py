@@ -186,7 +186,7 @@ def prepare_gguf_model(s: AssetSpec, out: Path, progress: bool = True) -> None:
     (out / PREPARED_MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def _resolve_dtype(dtype: Any, default: Any) -> Any:
+def resolve_dtype(dtype: Any, default: Any) -> Any:
     import torch
 
     if dtype is None:
@@ -199,7 +199,7 @@ def _resolve_dtype(dtype: Any, default: Any) -> Any:
     return dtype
 
 
-def _resolve_model_source(name_or_path: str, kind: str) -> tuple[str, bool]:
+def resolve_model_source(name_or_path: str, kind: str) -> tuple[str, bool]:
     """``(where to load from, is it a local directory)`` for an asset, path or hub id."""
     if name_or_path in ASSETS:
         s = spec(name_or_path)
@@ -220,10 +220,14 @@ def _resolve_model_source(name_or_path: str, kind: str) -> tuple[str, bool]:
     return name_or_path, False
 
 
-def _from_pretrained(loader: Any, source: str, local: bool, kind: str, **kwargs: Any) -> Any:
+def load_pretrained(loader: Any, source: str, local: bool, kind: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(source)`` offline unless allowed; a loaded model is marked
+    with its weight source (:func:`bench.core.hf.mark_source`)."""
+    import torch
+
     offline = configure_offline()
     try:
-        return loader.from_pretrained(source, local_files_only=offline or local, **kwargs)
+        loaded = loader.from_pretrained(source, local_files_only=offline or local, **kwargs)
     except OSError as exc:
         if local or not offline:
             raise
@@ -231,6 +235,11 @@ def _from_pretrained(loader: Any, source: str, local: bool, kind: str, **kwargs:
             f"{kind} {source!r} is not a local directory and not in the local HF cache "
             f"(offline mode); pass a local path, or set DISTILLBENCH_ONLINE=1 to download it"
         ) from exc
+    if isinstance(loaded, torch.nn.Module):  # cache keys need not re-hash its weights
+        from bench.core import hf
+
+        hf.mark_source(loaded, hf.weights_source_key(source, local, loaded))
+    return loaded
 
 
 def load_causal_lm(name_or_path: str = "smollm2-135m-instruct",
@@ -246,12 +255,12 @@ def load_causal_lm(name_or_path: str = "smollm2-135m-instruct",
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, local = _resolve_model_source(name_or_path, "model")
+    source, local = resolve_model_source(name_or_path, "model")
     packaged = name_or_path in ASSETS
-    torch_dtype = _resolve_dtype(dtype, torch.float32 if packaged else "auto")
-    model = _from_pretrained(AutoModelForCausalLM, source, local, "model",
+    torch_dtype = resolve_dtype(dtype, torch.float32 if packaged else "auto")
+    model = load_pretrained(AutoModelForCausalLM, source, local, "model",
                              dtype=torch_dtype, **kwargs)
-    tokenizer = _from_pretrained(AutoTokenizer, source, local, "tokenizer")
+    tokenizer = load_pretrained(AutoTokenizer, source, local, "tokenizer")
     if packaged and not getattr(tokenizer, "chat_template", None):
         raise AssetMissingError(f"{source}: converted tokenizer lost its chat template; "
                                 f"delete that directory and run `bench assets prepare`")
@@ -306,9 +315,9 @@ def load_bi_encoder(name_or_path: str = "all-minilm-l6-v2",
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    source, local = _resolve_model_source(name_or_path, "bi-encoder")
-    model = _from_pretrained(AutoModel, source, local, "bi-encoder",
-                             dtype=_resolve_dtype(dtype, torch.float32))
-    tokenizer = _from_pretrained(AutoTokenizer, source, local, "tokenizer")
+    source, local = resolve_model_source(name_or_path, "bi-encoder")
+    model = load_pretrained(AutoModel, source, local, "bi-encoder",
+                             dtype=resolve_dtype(dtype, torch.float32))
+    tokenizer = load_pretrained(AutoTokenizer, source, local, "tokenizer")
     model.eval()
     return BiEncoder(model=model, tokenizer=tokenizer, name=name_or_path)

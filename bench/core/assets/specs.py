@@ -1,7 +1,7 @@
 """What each offline asset is, where it comes from, and how to find it without importing it.
 
 Every default suite runs on real models and data that ship inside PyPI or Debian packages
-(DESIGN section 3), because no machine here reaches a model hub. An :class:`AssetSpec` is the
+because no machine here reaches a model hub. An :class:`AssetSpec` is the
 small, import-free description of one such package: the exact pinned install command shown
 to the user when it is missing, the files whose checksums prove the bytes are the ones the
 leaderboard was computed on, and the real-scale source the offline asset stands in for.

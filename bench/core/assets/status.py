@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,13 +117,10 @@ def _read_memo() -> dict[str, Any]:
 
 def _write_memo(memo: dict[str, Any]) -> None:
     """Best effort: a read-only cache only makes the next check slower."""
-    target = cache_dir() / _HASH_CACHE_NAME
+    from bench.core.io import atomic_write_text
+
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sha256-", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(memo, handle, sort_keys=True)
-        os.replace(tmp, target)
+        atomic_write_text(cache_dir() / _HASH_CACHE_NAME, json.dumps(memo, sort_keys=True))
     except OSError:
         pass
 

@@ -1,7 +1,7 @@
 """Student construction from a teacher: first-k-layers copies and narrower random configs.
 
 On a 2-core CPU a student must start from a useful prior for learning to show within the
-default budget (DESIGN section 3), so the default student keeps the teacher's embeddings,
+default budget, so the default student keeps the teacher's embeddings,
 its first ``k`` decoder layers, the final norm and the LM head (the "layer-dropping"
 initialisation used by DistilBERT and many LLM-KD papers). It shares the teacher's
 tokenizer, so token-level losses compare logits over one vocabulary. A narrower, randomly

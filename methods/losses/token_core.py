@@ -67,7 +67,7 @@ def _flatten(
     return student_logits[keep], teacher_logits[keep]
 
 
-def _rows_loss(
+def rows_loss(
     row_fn: RowDivergence, student: torch.Tensor, teacher: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """Sum over rows of ``row_fn`` on temperature-scaled float32 log-probabilities."""
@@ -105,12 +105,12 @@ def token_loss(
         warnings.warn("distillation loss over an empty mask: returning 0", stacklevel=3)
         return student_logits.sum() * 0.0
     if chunk_size is None or chunk_size >= n_tokens:
-        return _rows_loss(row_fn, student, teacher, temperature) / n_tokens
+        return rows_loss(row_fn, student, teacher, temperature) / n_tokens
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     if not torch.is_grad_enabled() or not student.requires_grad:
         with torch.no_grad():
-            return sum(_rows_loss(row_fn, s, t, temperature) for s, t in zip(
+            return sum(rows_loss(row_fn, s, t, temperature) for s, t in zip(
                 torch.split(student, chunk_size), torch.split(teacher, chunk_size),
                 strict=True)) / n_tokens
     if teacher.requires_grad or closure_has_params:
@@ -120,7 +120,7 @@ def token_loss(
             torch.split(student, chunk_size), torch.split(teacher, chunk_size), strict=True
         ):
             total = total + checkpoint(
-                _rows_loss, row_fn, s_chunk, t_chunk, temperature, use_reentrant=False
+                rows_loss, row_fn, s_chunk, t_chunk, temperature, use_reentrant=False
             )
         return total / n_tokens
     return _FusedChunks.apply(student, teacher, row_fn, temperature, chunk_size)
@@ -146,7 +146,7 @@ class _FusedChunks(torch.autograd.Function):
             rows = slice(start, start + chunk_size)
             chunk = student[rows].detach().requires_grad_(True)
             with torch.enable_grad():
-                value = _rows_loss(row_fn, chunk, teacher[rows], temperature) / n_tokens
+                value = rows_loss(row_fn, chunk, teacher[rows], temperature) / n_tokens
             grad[rows] = torch.autograd.grad(value, chunk)[0]
             total += value.detach()
         ctx.grad = grad  # not save_for_backward: backward gives this very buffer to .grad
