@@ -24,11 +24,47 @@ DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/resu
 DEFAULT_LEADERBOARDS = Path(os.environ.get("DISTILLBENCH_LEADERBOARDS", "leaderboards"))
 
 
+class _Once(argparse.Action):
+    """Store a single-value option, refusing a second occurrence (argparse would silently
+    keep the last one, e.g. start a long run of the second ``--method``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        if getattr(namespace, f"_seen_{self.dest}", False):
+            raise UsageError(f"{option_string} given twice; give it once")
+        setattr(namespace, f"_seen_{self.dest}", True)
+        setattr(namespace, self.dest, values)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (argparse prints the whole usage block by default)."""
+    """argparse with one-line errors (argparse prints the whole usage block by default) and
+    single-value options that may be given only once."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # The default action of every option (groups share this registry) is _Once.
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _comma_list(text: str) -> list[str]:
@@ -90,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="scale: smoke (minutes), default (CPU budget), full (paper scale, "
                      "GPUs); some suites add cpu-long, a resumable CPU run past the default "
                      "budget (`bench ls --suite S` lists a suite's presets)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--limit", type=int, help="evaluate on at most N items (quick checks)")
+    run.add_argument("--seed", type=_non_negative_int, default=0)
+    run.add_argument("--limit", type=_positive_int,
+                     help="evaluate on at most N items (quick checks); recorded in the "
+                     "result's dataset id (e.g. offline/boolq@limit3), so a limited run never "
+                     "replaces or mixes with a full one")
     run.add_argument("--teacher", help="teacher model: asset name, HF id or local path")
     run.add_argument("--student", help="student model: asset name, HF id or local path")
     run.add_argument("--judge", help="judge model for suites that judge responses pairwise "
@@ -122,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--methods", type=_comma_list, required=True, help="a,b,c")
     cmp_.add_argument("--baseline",
                       help="method every other is tested against (default: the suite's)")
-    cmp_.add_argument("--seeds", type=int,
+    cmp_.add_argument("--seeds", type=_positive_int,
                       help="use seeds 0..N-1 and run the missing ones first (`bench run` "
                       "with --preset; results go to --results)")
     cmp_.add_argument("--preset", default="default",
@@ -147,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", type=Path, default=DEFAULT_LEADERBOARDS)
     lb.add_argument("--test", choices=("ttest", "bootstrap", "randomization"),
                     help="significance test (default: each suite's own, else ttest)")
+    lb.add_argument("--allow-empty", action="store_true",
+                    help="write the index even when the results folder holds no result")
 
     assets = sub.add_parser("assets", help="check or prepare the offline models and data",
                             description="Offline assets: models and data shipped in packages.")
@@ -217,8 +258,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         loss_fn, loss_name, loss_sha = load_user_loss(args.loss)
         args.method = f"custom-{loss_name}"
     suite_cls = SUITES.get(args.suite)
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be a positive integer")
     options = RunOptions(
         method=args.method, dataset=args.dataset, preset=args.preset, seed=args.seed,
         limit=args.limit, out=args.out, work_dir=args.work_dir, overwrite=args.overwrite,
@@ -237,11 +276,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         recipe = resolve_recipe(args.method, args.suite)
     suite = suite_cls()
     suite.resolve_settings(options, recipe)
+    from bench.core.assets import cache_dir
+    from bench.core.io import writable_dir
+
+    writable_dir(args.work_dir or cache_dir(), "--work-dir" if args.work_dir
+                 else "DISTILLBENCH_CACHE")
+    writable_dir(args.out, "--out")
     store = ResultStore(args.out)
     git_state_at_start()
     start = time.perf_counter()
     records = suite.run(options)
     for record in records:
+        if args.limit is not None:  # a partial evaluation is its own dataset, never the full
+            record["dataset"]["id"] = f"{record['dataset']['id']}@limit{args.limit}"
+            record["config"]["limit"] = args.limit
         path = store.write(record, overwrite=args.overwrite)
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
         print(f"{record['dataset']['id']}: {metrics}  -> {path}")
@@ -306,22 +354,27 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench.core.io import writable_dir
     from bench.core.leaderboard import write_leaderboards
     from bench.suite import SUITES
 
     if not args.results.is_dir():
         raise UsageError(f"{args.results}: no such results directory; pass --results DIR")
+    writable_dir(args.out, "--out")
     override = {"test": args.test} if args.test else {}
     suites = {e.name: {**e.meta, "title": e.summary, **override} for e in SUITES.entries()}
-    for path in write_leaderboards(args.results, args.out, suites=suites):
+    for path in write_leaderboards(args.results, args.out, suites=suites,
+                                   allow_empty=args.allow_empty):
         print(path)
     return 0
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
     from bench.core import assets
+    from bench.core.io import writable_dir
 
     if args.assets_command == "prepare":
+        writable_dir(assets.cache_dir(), "DISTILLBENCH_CACHE")
         asset_names = [n for n in args.names if n != "collections"]
         if asset_names or not args.names:
             assets.prepare(asset_names or None)
@@ -337,6 +390,11 @@ def cmd_assets(args: argparse.Namespace) -> int:
         print(json.dumps([s.as_dict() for s in statuses], indent=2))
     else:
         print(assets.format_status(statuses))
+    try:  # conversions and runs write there: an unusable cache fails the check
+        writable_dir(assets.cache_dir(), "DISTILLBENCH_CACHE", create=False)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
     return 0 if all(s.ok or s.optional for s in statuses) else 1
 
 

@@ -98,8 +98,10 @@ class Setting:
     def check(self, value: Any, *, where: str = "--set") -> Any:
         """``value`` converted to the setting's type, or a one-line :class:`UsageError`."""
 
+        raw = value
+
         def bad() -> UsageError:
-            return UsageError(f"{where} {self.name}={_show(value)}: expected {self.allowed()}")
+            return UsageError(f"{where} {self.name}={_show(raw)}: expected {self.allowed()}")
 
         if value is None:
             if self.nullable or self.type == "any":

@@ -119,3 +119,31 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Any]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def writable_dir(path: str | os.PathLike[str], what: str, *, create: bool = True) -> Path:
+    """``path`` as a folder this process can write into (created when missing), or a
+    one-line :class:`UsageError` naming ``what`` (a flag or variable) and the problem.
+
+    Checked before any work starts, so a finished run never fails to write its result.
+    """
+    from bench.errors import UsageError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path}: is a file, not a folder; pass a folder")
+    if not path.exists():
+        if not create:
+            return path
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{what} {path}: cannot create it ({exc.strerror}); pass a "
+                             "writable folder") from None
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: not writable ({exc.strerror}); pass a writable "
+                         "folder") from None
+    return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,38 @@ def load_user_loss(spec: str) -> tuple[Callable[..., Any], str, str]:
         raise UsageError(f"--loss {spec!r}: {path} is not an importable Python file")
     module = importlib.util.module_from_spec(module_spec)
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file: report it in one line
-        raise UsageError(f"--loss {spec!r}: importing {path} failed: "
-                         f"{type(exc).__name__}: {exc}") from None
+        with warnings.catch_warnings():  # the one line below is all the user should see
+            warnings.simplefilter("ignore")
+            module_spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit too: the user's file must not end the run
+        raise UsageError(f"--loss {spec!r}: importing {path} raised {_where(exc, path)}"
+                         ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise UsageError(f"--loss {spec!r}: {path} has no function {attr!r}")
-    check_loss(fn, repr(spec))
+    check_loss(fn, repr(spec), path)
     return fn, re.sub(r"[^A-Za-z0-9_.-]", "-", attr), \
         hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_loss(fn: Callable[..., Any], label: str) -> None:
+def _where(exc: BaseException, path: Path | None) -> str:
+    """``"TypeError: message (file.py, line 12)"``: the exception and the innermost line of
+    the user's file it passed through."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if path is not None and Path(f.filename).resolve() == path.resolve()]
+    where = f" ({path.name}, line {frames[-1].lineno})" if frames else ""
+    message = str(exc) if not isinstance(exc, SystemExit) else f"exit status {exc.code}"
+    return f"{type(exc).__name__}: {message}{where}"
+
+
+def check_loss(fn: Callable[..., Any], label: str, path: Path | None = None) -> None:
     """Call ``fn`` on tiny logits and raise UsageError naming the first failed check."""
+    import inspect
+
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -56,14 +75,23 @@ def check_loss(fn: Callable[..., Any], label: str) -> None:
     teacher = torch.randn(2, 3, 7, generator=gen)
     mask = torch.tensor([[True, True, False], [True, False, False]])
     try:
-        value = fn(student, teacher, mask=mask, temperature=2.0)
-        same = fn(teacher.clone().requires_grad_(True), teacher, mask=mask, temperature=1.0)
+        inspect.signature(fn).bind(student, teacher, mask=mask, temperature=2.0)
     except TypeError as exc:
         raise UsageError(f"--loss {label}: must accept (student_logits, teacher_logits, *, "
                          f"mask=None, temperature=1.0): {exc}") from None
-    except Exception as exc:
+    except ValueError:  # no signature to inspect (a builtin): let the call decide
+        pass
+    try:
+        with warnings.catch_warnings():  # a probe: its warnings are not the user's run
+            warnings.simplefilter("ignore")
+            value = fn(student, teacher, mask=mask, temperature=2.0)
+            same = fn(teacher.clone().requires_grad_(True), teacher, mask=mask,
+                      temperature=1.0)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         raise UsageError(f"--loss {label}: failed on a [2, 3, 7] test batch: "
-                         f"{type(exc).__name__}: {exc}") from None
+                         f"{_where(exc, path)}") from None
     if not isinstance(value, torch.Tensor) or value.dim() != 0:
         raise UsageError(f"--loss {label}: must return a 0-dim tensor (the mean over masked "
                          f"tokens), got {type(value).__name__} "
@@ -78,4 +106,4 @@ def check_loss(fn: Callable[..., Any], label: str) -> None:
         raise UsageError(f"--loss {label}: gradient to student_logits is missing or not finite")
     if abs(float(same.detach())) > 1e-4:
         raise UsageError(f"--loss {label}: should be 0 when student and teacher logits are "
-                         f"equal, got {float(same):.3g}")
+                         f"equal, got {float(same.detach()):.3g}")

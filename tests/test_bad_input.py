@@ -1,0 +1,177 @@
+"""Bad input never costs a run or gives a silent wrong score: the CLI's bad-input table.
+
+Every case exits 2 (or 1 for `bench assets check`) with one line on stderr naming the
+flag, file or field and what to do, and writes nothing. The suite-level cases run a toy
+plug-in suite whose `run` only builds a record, so the table costs seconds.
+"""
+
+import json
+import textwrap
+
+import pytest
+
+from bench.cli import main
+from bench.suite import SUITES
+from methods import METHODS
+
+TOY = '''
+REGISTRY = [{"name": "toy-method", "suites": ["toy"], "target": "ToyRecipe",
+             "summary": "a toy recipe", "citation": "none"}]
+
+from bench.core.results import new_record
+from bench.suite import DatasetSpec, Setting, Suite, SuiteMetadata
+
+TOY = SuiteMetadata(
+    name="toy", version="1", summary="a toy suite", citation="none", family="generation",
+    main_score="score", baseline="toy-method",
+    datasets=(DatasetSpec("toy/data", "three items", stands_in_for="nothing"),),
+    settings=(Setting("n_items", "int", 3, "items", min=1),
+              Setting("scale", "float", 1.0, "a factor", min=0, max=10)))
+
+
+class ToyRecipe:
+    settings_keys = ("epochs",)
+
+    def build_model(self, context):
+        return None, "toy-model"
+
+
+class ToySuite(Suite):
+    metadata = TOY
+
+    def run(self, options):
+        from bench.contracts import resolve_recipe
+
+        settings = self.resolve_settings(options, resolve_recipe(options.method, "toy"))
+        n = options.limit or settings["n_items"]
+        scores = {f"i{k}": float(k % 2) for k in range(n)}
+        return [new_record(suite="toy", suite_version="1",
+                           dataset={"id": "toy/data", "checksum": "unknown", "split": "test",
+                                    "offline_stand_in": True, "num_items": n},
+                           method=options.method, model="toy-model", seed=options.seed,
+                           preset=options.preset, main_score="score",
+                           metrics={"score": sum(scores.values()) / n},
+                           per_item={"score": scores}, config=dict(settings))]
+'''
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "toy.py").write_text(TOY)
+    monkeypatch.setenv("DISTILLBENCH_PLUGINS", str(folder))
+    monkeypatch.setenv("DISTILLBENCH_CACHE", str(tmp_path / "cache"))
+    for registry in (METHODS, SUITES):
+        registry.reset()
+    yield tmp_path
+    monkeypatch.delenv("DISTILLBENCH_PLUGINS")
+    for registry in (METHODS, SUITES):
+        registry.reset()
+
+
+def _one_line_error(capsys, code, expected_code=2):
+    err = capsys.readouterr().err
+    assert code == expected_code, err
+    assert err.count("\n") == 1 and err.startswith("bench: error: "), err
+    return err
+
+
+RUN = ["run", "--method", "toy-method", "--suite", "toy"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "n_items=abc"], "--set n_items=abc: expected an integer >= 1"),
+    (["--set", "n_items=0"], "--set n_items=0: expected an integer >= 1"),
+    (["--set", "scale=NaN"], "--set scale=NaN: expected a finite number in [0, 10]"),
+    (["--set", "scale=Infinity"], "expected a finite number"),
+    (["--set", "scale=11"], "scale=11: expected a finite number in [0, 10]"),
+    (["--set", "nope=1"], "--set nope: not a setting of method 'toy-method' on suite 'toy'"),
+    (["--method", "toy-method"], "--method given twice"),
+    (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["--seed", "1", "--seed", "2"], "--seed given twice"),
+    (["--limit", "0"], "--limit: must be >= 1, got 0"),
+    (["--preset", "huge"], "--preset huge: suite 'toy' has presets smoke, default, full"),
+    (["--loss", "x.py:f"], "argument --loss: not allowed with argument --method"),
+])
+def test_bad_run_flags_are_one_line_errors_before_any_work(toy, capsys, argv, message):
+    out = toy / "results"
+    err = _one_line_error(capsys, main([*RUN, *argv, "--out", str(out)]))
+    assert message in err
+    assert not out.exists()
+
+
+def test_an_untyped_recipe_key_still_rejects_nan(toy, capsys):
+    # A plug-in's epochs has no declared type and no value to take one from: any finite
+    # JSON value passes (built-in recipes type every key: tests/test_contract.py).
+    assert main([*RUN, "--set", "epochs=2", "--out", str(toy / "r")]) == 0
+    assert main([*RUN, "--set", "epochs=NaN", "--out", str(toy / "r2")]) == 2
+    assert "epochs=NaN" in capsys.readouterr().err
+
+
+def test_out_and_cache_are_checked_before_any_work(toy, capsys, monkeypatch):
+    a_file = toy / "a-file"
+    a_file.write_text("x")
+    for argv, message in [(["--out", str(a_file)], f"--out {a_file}: is a file"),
+                          (["--out", str(a_file / "sub")], "cannot create it"),
+                          (["--work-dir", str(a_file)], f"--work-dir {a_file}: is a file")]:
+        err = _one_line_error(capsys, main([*RUN, *argv]))
+        assert message in err
+    monkeypatch.setenv("DISTILLBENCH_CACHE", str(a_file))
+    err = _one_line_error(capsys, main([*RUN, "--out", str(toy / "r")]))
+    assert f"DISTILLBENCH_CACHE {a_file}: is a file" in err
+    assert not (toy / "r").exists()
+    err = _one_line_error(capsys, main(["assets", "prepare", "nothing-here"]))
+    assert "DISTILLBENCH_CACHE" in err
+
+
+def test_assets_check_reports_an_unusable_cache(toy, capsys, monkeypatch):
+    a_file = toy / "a-file"
+    a_file.write_text("x")
+    monkeypatch.setenv("DISTILLBENCH_CACHE", str(a_file))
+    assert main(["assets", "check"]) == 1
+    assert f"DISTILLBENCH_CACHE {a_file}: is a file" in capsys.readouterr().err
+
+
+def test_leaderboard_out_must_be_a_writable_folder(toy, capsys):
+    a_file = toy / "a-file"
+    a_file.write_text("x")
+    (toy / "results").mkdir()
+    err = _one_line_error(capsys, main(["leaderboard", "--results", str(toy / "results"),
+                                        "--out", str(a_file)]))
+    assert f"--out {a_file}: is a file" in err
+
+
+def test_a_limited_run_is_its_own_dataset_and_never_replaces_the_full_one(toy):
+    out = toy / "results"
+    assert main([*RUN, "--out", str(out)]) == 0
+    assert main([*RUN, "--limit", "2", "--out", str(out)]) == 0
+    files = sorted(out.rglob("*.json"))
+    assert len(files) == 2
+    ids = sorted(json.loads(f.read_text())["dataset"]["id"] for f in files)
+    assert ids == ["toy/data", "toy/data@limit2"]
+    limited = next(r for r in map(lambda f: json.loads(f.read_text()), files)
+                   if r["dataset"]["id"].endswith("@limit2"))
+    assert limited["config"]["limit"] == 2 and len(limited["per_item"]["score"]) == 2
+
+
+@pytest.mark.parametrize("body, message", [
+    ("import sys\nsys.exit(3)\n", "importing {path} raised SystemExit: exit status 3 "
+     "(loss.py, line 2)"),
+    ("x = 1 / 0\n", "raised ZeroDivisionError: division by zero (loss.py, line 1)"),
+    ("def f(student_logits, teacher_logits, *, mask=None, temperature=1.0):\n"
+     "    raise TypeError('my own bug')\n",
+     "failed on a [2, 3, 7] test batch: TypeError: my own bug (loss.py, line 2)"),
+    ("def f(student_logits, teacher_logits):\n    return student_logits.sum()\n",
+     "must accept (student_logits, teacher_logits, *, mask=None, temperature=1.0)"),
+    ("def f(student_logits, teacher_logits, *, mask=None, temperature=1.0):\n"
+     "    return float(student_logits.sum())\n", "must return a 0-dim tensor"),
+])
+def test_a_bad_user_loss_is_one_line_naming_file_line_and_exception(tmp_path, capsys, body,
+                                                                    message):
+    path = tmp_path / "loss.py"
+    path.write_text(textwrap.dedent(body))
+    err = _one_line_error(capsys, main(["run", "--loss", f"{path}:f", "--suite", "instruct",
+                                        "--out", str(tmp_path / "r")]))
+    assert message.format(path=path) in err
+    assert "Warning" not in err
