@@ -99,9 +99,10 @@ def group_rows(records: Iterable[dict[str, Any]],
     for key, recs in groups.items():
         recs.sort(key=lambda r: r["seed"])
         seeds = [r["seed"] for r in recs]
-        if len(set(seeds)) != len(seeds):
+        dup = next((a for a, b in zip(seeds, seeds[1:], strict=False) if a == b), None)
+        if dup is not None:
             raise UsageError(f"two results for method {key[0]!r}, model {key[1]!r}, dataset "
-                             f"{key[2]!r} share a seed; delete one of the files")
+                             f"{key[2]!r} share seed {dup}; delete one of the files")
     return dict(sorted(groups.items()))
 
 
@@ -409,8 +410,58 @@ def _suite_meta(name: str, suites: dict[str, dict[str, Any]] | None) -> dict[str
     return meta
 
 
+def _known_suites(items: Sequence[tuple[Path, dict[str, Any]]], results_root: Path,
+                  suites: dict[str, dict[str, Any]] | None) -> None:
+    """Every record names a registered suite (plug-ins included) or one the caller describes
+    in ``suites``; an unknown name would otherwise get a page of its own."""
+    from bench.suite import SUITES
+
+    known = set(SUITES.names()) | set(suites or {})
+    for path, record in items:
+        if record["suite"] not in known:
+            raise UsageError(
+                f"{path}: field 'suite': unknown suite {record['suite']!r} (known: "
+                f"{', '.join(sorted(known))}; `bench ls` lists them); fix the field or move the "
+                f"file out of {results_root}")
+
+
+def _is_generated(path: Path) -> bool:
+    """True for a markdown file whose first line is the generator's :data:`HEADER`."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(len(HEADER.encode()) + 3)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == HEADER.encode()
+
+
+def _remove_stale(out_dir: Path, live: Iterable[str], keep: Iterable[Path]) -> list[Path]:
+    """Delete generated pages of suites that no longer have results, and their plots.
+
+    A page is ``out_dir/<suite slug>.md`` starting with :data:`HEADER` (hand-written markdown
+    is never touched; ``README.md`` is the index, rewritten anyway). Its plots are the PNGs
+    named ``<suite slug>_*.png`` that this run did not write and that no live suite with a
+    longer matching name owns. Returns the removed paths.
+    """
+    if not out_dir.is_dir():
+        return []
+    live_set, keep_set = set(live), {p.resolve() for p in keep}
+    stale = [p.stem for p in sorted(out_dir.glob("*.md"))
+             if p.name != "README.md" and p.stem not in live_set and _is_generated(p)]
+    owners = sorted([*live_set, *stale], key=len, reverse=True)
+    removed = [out_dir / f"{s}.md" for s in stale]
+    for png in sorted(out_dir.glob("*.png")):
+        owner = next((s for s in owners if png.name.startswith(f"{s}_")), None)
+        if owner in stale and png.resolve() not in keep_set:
+            removed.append(png)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 def write_leaderboards(results_root: Path, out_dir: Path, *,
-                       suites: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+                       suites: dict[str, dict[str, Any]] | None = None,
+                       allow_empty: bool = False) -> list[Path]:
     """Write ``out_dir/<suite>.md`` per suite, its plots, and the ``README.md`` index.
 
     ``suites`` maps a suite name to metadata (``baseline``, ``title``, ``description``,
@@ -418,20 +469,36 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
     markdown lines for suite-specific tables), ``test`` and ``alpha``), overlaid on the suite
     registry's metadata. Returns every generated path (markdown and plots), changed or not;
     unchanged files are left untouched so their mtimes and git status stay quiet.
+
+    Every record is checked before anything is written: it must sit in its suite's folder and
+    name a known suite (registered, plug-ins included, or a key of ``suites``), and no two
+    files may hold the same result. A results folder without records is a
+    :class:`UsageError` unless ``allow_empty`` (then the index says "No results yet").
+    Generated pages of suites without results any more (recognised by :data:`HEADER` on their
+    first line) are removed with their plots; other files in ``out_dir`` are left alone.
     """
     out_dir = Path(out_dir)
-    records = ResultStore(results_root).load()
+    items = ResultStore(results_root).items()
+    if not items and not allow_empty:
+        raise UsageError(f"{results_root}: no result files (<suite>/<dataset>/*.json); run "
+                         "`bench run --method <m> --suite <s>` first, or pass --allow-empty to "
+                         "write an empty index and remove the generated suite pages")
+    _known_suites(items, Path(results_root), suites)
+    records = [r for _, r in items]
+    names = sorted({r["suite"] for r in records})
+    built = []
+    for suite in names:  # every board is computed (and checked) before any file is written
+        meta = _suite_meta(suite, suites)
+        srecs = [r for r in records if r["suite"] == suite]
+        test = meta.get("test", "ttest")
+        built.append((suite, meta, srecs, test, _build(suite, srecs, meta.get("baseline"), test)))
     written: list[Path] = []
     lines = [HEADER, "", "# distillbench leaderboards", "",
              "Generated by `bench leaderboard` from the result files; do not edit by hand.", ""]
-    for suite in sorted({r["suite"] for r in records}):
-        meta = _suite_meta(suite, suites)
-        srecs = [r for r in records if r["suite"] == suite]
+    for suite, meta, srecs, test, board in built:
         plots: list[Path] = []
         if meta.get("plot"):
             plots = [Path(p) for p in _resolve_plot(suite, meta["plot"])(srecs, out_dir)]
-        test = meta.get("test", "ttest")
-        board = _build(suite, srecs, meta.get("baseline"), test)
         sections = (list(_resolve_plot(suite, meta["sections"])(srecs))
                     if meta.get("sections") else [])
         text = _render(suite, board, baseline=meta.get("baseline"), test=test,
@@ -443,9 +510,9 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
         write_if_changed(path, text)
         written += [path, *plots]
         lines.append(_index_line(suite, meta, board, path.name))
-    if len(lines) == 6:
+    if not built:
         lines.append("No results yet: run `bench run --method <m> --suite <s>` first.")
     index = out_dir / "README.md"
     write_if_changed(index, "\n".join(lines) + "\n")
+    _remove_stale(out_dir, {slug(s) for s in names}, [*written, index])
     return [*written, index]
-

@@ -245,10 +245,48 @@ class ResultStore:
 
     def load(self, suite: str | None = None) -> list[dict[str, Any]]:
         """All records (of one suite), in a deterministic order."""
+        return [record for _, record in self.items(suite)]
+
+    def items(self, suite: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+        """``(path, record)`` of every record (of one suite), in a deterministic order.
+
+        Each record is schema-checked, must sit in the folder of its own suite
+        (``root/<suite>/...``: a file copied into another suite's folder would land in that
+        suite's table), and no two files may hold the same result (suite, dataset, method,
+        preset, model and seed: a copied file would be counted twice). Either raises a
+        one-line :class:`SchemaError` naming the file(s).
+        """
         base = self.root / slug(suite) if suite else self.root
         if not base.is_dir():
             return []
-        return [self.read(p) for p in sorted(base.rglob("*.json")) if not p.name.startswith(".")]
+        found: list[tuple[Path, dict[str, Any]]] = []
+        seen: dict[tuple[Any, ...], Path] = {}
+        for path in sorted(base.rglob("*.json")):
+            if path.name.startswith("."):
+                continue
+            record = self.read(path)
+            self._check_folder(path, record)
+            key = (record["suite"], record["dataset"]["id"], record["method"],
+                   record.get("preset", "default"), record["model"], record["seed"])
+            if key in seen:
+                raise SchemaError(
+                    f"{path}: duplicate of {seen[key]}: both hold suite {key[0]!r}, dataset "
+                    f"{key[1]!r}, method {key[2]!r}, preset {key[3]!r}, model {key[4]!r}, "
+                    f"seed {key[5]}; delete one of the two files")
+            seen[key] = path
+            found.append((path, record))
+        return found
+
+    def _check_folder(self, path: Path, record: dict[str, Any]) -> None:
+        """A record's ``suite`` must name the folder it sits in (``root/<slug(suite)>/``)."""
+        parts = path.relative_to(self.root).parts
+        folder = parts[0] if len(parts) > 1 else None
+        if folder != slug(record["suite"]):
+            where = f"folder {folder!r}" if folder else f"no suite folder of {self.root}"
+            raise SchemaError(
+                f"{path}: field 'suite' is {record['suite']!r} but the file is in {where}; "
+                f"move it to {self.path_for(record).parent}/ or fix the field (the results "
+                "folder holds one folder per suite)")
 
 
 def new_record(
