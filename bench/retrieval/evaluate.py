@@ -247,8 +247,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.add_argument("--compare", nargs="+", type=Path, default=[], metavar="R2",
                    help="more runs: print ranx's comparison table with significance markers")
-    p.add_argument("--test", choices=tuple(STAT_TESTS), default="ttest",
-                   help=f"paired test for --compare (p < {MAX_P:g}; default ttest)")
+    p.add_argument("--test", choices=tuple(STAT_TESTS), default=None,
+                   help=f"paired test for --compare, only with it (p < {MAX_P:g}; default "
+                   "ttest)")
     return p
 
 
@@ -273,6 +274,7 @@ def _jsonable(value: Any) -> Any:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run ``bench evaluate``; bad input raises :class:`UsageError` (exit 2 in the CLI)."""
+    _check_flag_combinations(args)
     metrics = parse_metrics(args.metrics)
     qrels = read_qrels(args.qrels)
     paths = [args.run, *args.compare]
@@ -286,14 +288,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     unjudged = {n: len(r.keys() - qrels.keys()) for n, r in runs.items()}
 
     if args.compare:
-        report, missing = compare_runs(qrels, runs, metrics, test=args.test)
+        stat_test = args.test or "ttest"
+        report, missing = compare_runs(qrels, runs, metrics, test=stat_test)
         if args.json:
             data = _jsonable(report.to_dict())
             data.update(max_p=MAX_P, judged_queries=len(qrels), missing_queries=missing)
             print(json.dumps(data, indent=2))
             return 0
         print(report)
-        test = "paired t-test" if args.test == "ttest" else "Fisher randomization test"
+        test = "paired t-test" if stat_test == "ttest" else "Fisher randomization test"
         print(f"\nsuperscript letters: the row is significantly better than those rows "
               f"(two-sided {test}, p < {MAX_P:g}) over {len(qrels)} judged queries")
         for name in runs:
@@ -311,6 +314,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {m:<{width}}  {means[m]:.4f}")
     _print_notes(name, len(qrels), missing_n, unjudged[name])
     return 0
+
+
+#: flags that only mean something together with another one: flag -> (needs, what it does).
+#: Given alone they would be silently ignored, so the combination is checked up front.
+_NEEDS = {"test": ("compare", "picks the significance test between the runs of --compare")}
+
+
+def _check_flag_combinations(args: argparse.Namespace) -> None:
+    for flag, (needs, what) in _NEEDS.items():
+        if getattr(args, flag, None) is not None and not getattr(args, needs, None):
+            raise UsageError(f"--{flag} only applies with --{needs} (it {what}); add "
+                             f"--{needs} R2 ... or drop --{flag}")
 
 
 def _print_notes(name: str, judged: int, missing: int, unjudged: int) -> None:

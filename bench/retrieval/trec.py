@@ -12,6 +12,9 @@ Formats:
   (trec_eval's ``qsort`` comparator). :func:`ranked` is that order, and :func:`write_run`
   writes ranks consistent with it so every tool that trusts the rank column agrees.
 
+All these files are UTF-8; a leading byte-order mark is dropped (:func:`text_lines`, which
+the BEIR readers in :mod:`bench.retrieval.collections` share).
+
 Relevance labels are integers (trec_eval reads them with ``atol``; a fractional label is
 almost always a column mix-up, so it is rejected rather than truncated). Labels ``<= 0`` mean
 non-relevant, as in trec_eval at its default relevance level 1.
@@ -35,28 +38,44 @@ RunDict = dict[str, dict[str, float]]
 _TREC_QRELS = "qid iter docid rel"
 _BEIR_QRELS = "query-id corpus-id score"
 _RUN_COLUMNS = "qid Q0 docid rank score tag"
+_BOM = "\ufeff"
 
 
-def _lines(path: str | os.PathLike[str], kind: str) -> list[str]:
-    """The file's lines; a missing, unreadable or non-UTF-8 file is a UsageError."""
+def text_lines(path: str | os.PathLike[str], kind: str) -> Iterator[str]:
+    """The lines of a UTF-8 text file, streamed: the one way bench opens qrels, runs and
+    BEIR corpus/queries/qrels files.
+
+    Lines are split at ``\\n`` only and keep their line ending (as when iterating a file). A
+    leading byte-order mark is dropped (the first line is decoded as ``utf-8-sig``): editors
+    on Windows write one, and left in place it would glue itself to the first query id. A
+    byte-order mark at the start of a later line (files concatenated with ``cat``) would do
+    the same to that line, so it is an error. A missing, unreadable or non-UTF-8 file is a
+    :class:`UsageError` naming the file (and the line).
+    """
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{p}: no such {kind} file; check the path")
     if p.is_dir():
         raise UsageError(f"{p}: is a directory, expected a {kind} file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = _line_of_offset(p.read_bytes(), exc.start)
-        raise UsageError(f"{p}:{line}: not valid UTF-8; re-encode the {kind} file as UTF-8") from None
+        with p.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    raise UsageError(f"{p}:{number}: not valid UTF-8; re-encode the {kind} "
+                                     "file as UTF-8") from None
+                if number > 1 and line.startswith(_BOM):
+                    raise UsageError(f"{p}:{number}: byte-order mark (U+FEFF) at the start of "
+                                     "the line, as when files are concatenated; remove it")
+                yield line
     except OSError as exc:
         raise UsageError(f"{p}: cannot read {kind} file ({exc.strerror})") from None
-    return text.splitlines()
 
 
-def _line_of_offset(data: bytes, offset: int) -> int:
-    """1-based line number of byte ``offset`` (for decode errors)."""
-    return data.count(b"\n", 0, offset) + 1
+def _lines(path: str | os.PathLike[str], kind: str) -> list[str]:
+    """The file's lines as ``str.splitlines`` gives them, read by :func:`text_lines`."""
+    return [part for line in text_lines(path, kind) for part in line.splitlines()]
 
 
 def _nonblank(lines: list[str]) -> Iterator[tuple[int, str]]:
