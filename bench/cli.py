@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.retrieval.evaluate import add_evaluate_parser, cmd_evaluate
-from bench.suite import SCALE_FLAGS, SuiteMetadata
+from bench.suite import CORRECTIONS, SCALE_FLAGS, TESTS, SuiteMetadata, limited_id
 
 DEFAULT_RESULTS = Path(os.environ.get("DISTILLBENCH_RESULTS", "leaderboards/results"))
 DEFAULT_LEADERBOARDS = Path(os.environ.get("DISTILLBENCH_LEADERBOARDS", "leaderboards"))
@@ -173,7 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="KEY=VALUE", help="--set of the runs --seeds starts")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
     cmp_.add_argument("--dataset", help="only this dataset id")
-    cmp_.add_argument("--test", choices=("ttest", "bootstrap", "randomization"), default="ttest")
+    cmp_.add_argument("--test", choices=TESTS, default="auto",
+                      help="auto (default): Welch t on seed means when a side has several "
+                      "seeds, else item-paired (exact sign-flip up to 16 items, paired t "
+                      "beyond); or force ttest, permutation, bootstrap")
+    cmp_.add_argument("--correction", choices=CORRECTIONS, default="holm",
+                      help="multiple-comparison correction over the table (default holm; bh: "
+                      "Benjamini-Hochberg)")
+    cmp_.add_argument("--power", type=float, metavar="DELTA",
+                      help="also say how many items and seeds would detect a difference of "
+                      "DELTA (power 0.8) from the observed spread")
     cmp_.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     cmp_.add_argument("--json", action="store_true", help="print JSON only")
 
@@ -184,8 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "result files; deterministic, never edited by hand.")
     lb.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     lb.add_argument("--out", type=Path, default=DEFAULT_LEADERBOARDS)
-    lb.add_argument("--test", choices=("ttest", "bootstrap", "randomization"),
-                    help="significance test (default: each suite's own, else ttest)")
+    lb.add_argument("--test", choices=TESTS,
+                    help="significance test (default: each suite's own, else auto)")
+    lb.add_argument("--correction", choices=CORRECTIONS,
+                    help="multiple-comparison correction per table (default: holm)")
     lb.add_argument("--allow-empty", action="store_true",
                     help="write the index even when the results folder holds no result")
 
@@ -288,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     records = suite.run(options)
     for record in records:
         if args.limit is not None:  # a partial evaluation is its own dataset, never the full
-            record["dataset"]["id"] = f"{record['dataset']['id']}@limit{args.limit}"
+            record["dataset"]["id"] = limited_id(record["dataset"]["id"], args.limit)
             record["config"]["limit"] = args.limit
         path = store.write(record, overwrite=args.overwrite)
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
@@ -315,8 +327,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"no results for suite {args.suite!r} under {args.results}; "
                          f"run `bench run --suite {args.suite} ...` first")
+    if args.power is not None and not (math.isfinite(args.power) and args.power > 0):
+        raise UsageError(f"--power {args.power}: expected a positive difference, e.g. 0.01")
     kwargs = dict(methods=args.methods, baseline=baseline, metric=args.metric,
-                  dataset=args.dataset, test=args.test)
+                  dataset=args.dataset, test=args.test, correction=args.correction,
+                  power_delta=args.power)
     if args.json:
         print(json.dumps(compare_data(records, **kwargs), indent=2, sort_keys=True))
     else:
@@ -361,7 +376,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not args.results.is_dir():
         raise UsageError(f"{args.results}: no such results directory; pass --results DIR")
     writable_dir(args.out, "--out")
-    override = {"test": args.test} if args.test else {}
+    override = {k: v for k, v in (("test", args.test), ("correction", args.correction)) if v}
     suites = {e.name: {**e.meta, "title": e.summary, **override} for e in SUITES.entries()}
     for path in write_leaderboards(args.results, args.out, suites=suites,
                                    allow_empty=args.allow_empty):
@@ -410,7 +425,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).splitlines())  # one line, always
         print(f"bench: error: {message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from bench.core.signals import Terminated
+
+        if isinstance(exc, Terminated):  # SIGTERM (e.g. a scheduler's time limit)
+            print("bench: terminated (SIGTERM); finished results and checkpoints are kept, "
+                  "rerun the same command to resume", file=sys.stderr)
+            return exc.exit_code
         print("bench: interrupted; finished results and checkpoints are kept, rerun the same "
               "command to resume", file=sys.stderr)
         return 130

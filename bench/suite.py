@@ -26,7 +26,10 @@ from bench.registry import Registry
 # Presets every suite has; a suite may add its own (e.g. ``cpu-long``).
 BASE_PRESETS = ("smoke", "default", "full")
 FAMILIES = ("retrieval", "generation", "reasoning", "align", "specdec", "vision")
-TESTS = ("ttest", "bootstrap", "randomization")
+# Significance tests and corrections bench.core.stats implements (named here, torch- and
+# numpy-free, for the CLI and the metadata checks).
+TESTS = ("auto", "ttest", "permutation", "bootstrap", "randomization")
+CORRECTIONS = ("holm", "bh", "none")
 SETTING_TYPES = ("int", "float", "bool", "str", "any")
 # `bench run` flags that are shorthands for one --set key each: key -> (flag, help).
 SCALE_FLAGS = {
@@ -188,10 +191,13 @@ class SuiteMetadata:
     presets: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {p: {} for p in BASE_PRESETS})
     description: str | None = None
-    test: str = "ttest"
+    test: str = "auto"
     plot: str | None = None
     sections: str | None = None
     user_loss: bool = False  # `bench run --loss file.py:fn` trains on this suite
+    # Presets only for recipes that define them (retrieval: cpu-long is DeAR's longer
+    # recipe on the default protocol); other methods get a one-line error.
+    recipe_presets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def fail(what: str) -> None:
@@ -212,6 +218,8 @@ class SuiteMetadata:
             fail("setting names must be unique")
         if "default" not in self.presets:
             fail("presets must include 'default'")
+        if not set(self.recipe_presets) <= set(self.presets):
+            fail("recipe_presets must be presets of the suite")
         declared = set(names)
         for preset, overrides in self.presets.items():
             for key, value in overrides.items():
@@ -306,6 +314,15 @@ class Suite(ABC):
 
         meta = self.metadata
         typed = recipe_settings(recipe)
+        if options.preset in meta.recipe_presets and \
+                options.preset not in recipe_option(recipe, "presets"):
+            from bench.contracts import methods_for
+
+            having = [e.name for e in methods_for(meta.name)
+                      if options.preset in recipe_option(_recipe_of(e), "presets")]
+            raise UsageError(f"--preset {options.preset}: method {options.method!r} has no "
+                             f"longer CPU recipe on suite {meta.name!r}; use --preset default "
+                             f"({options.preset} exists here for: {', '.join(having)})")
         settings = meta.defaults(options.preset)
         settings.update(recipe_option(recipe, "presets").get(options.preset, {}))
         settable = {s.name for s in meta.settings if s.settable}
@@ -324,6 +341,17 @@ class Suite(ABC):
     @abstractmethod
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         """Train/evaluate ``options.method`` and return validated result records."""
+
+
+def _recipe_of(entry: Any) -> Any:
+    from methods import METHODS
+
+    return METHODS.resolve(entry)
+
+
+def limited_id(dataset_id: str, limit: int | None) -> str:
+    """The dataset id a ``--limit`` run records: a partial evaluation is its own dataset."""
+    return dataset_id if limit is None else f"{dataset_id}@limit{limit}"
 
 
 def suite_metadata(name: str) -> SuiteMetadata:
@@ -346,8 +374,9 @@ def baseline_bootstrap(options: RunOptions, suite: str, dataset_id: str, metric:
     from bench.core.results import ResultStore
     from bench.core.stats import bootstrap_ci
 
+    wanted = limited_id(dataset_id, options.limit)
     base = [r for r in ResultStore(options.out).load(suite)
-            if r["method"] == baseline and r["dataset"]["id"] == dataset_id
+            if r["method"] == baseline and r["dataset"]["id"] == wanted
             and r["seed"] == options.seed and r["preset"] == options.preset]
     if not base:
         return None, (f"no {baseline!r} result for this dataset/seed/preset in {options.out} "

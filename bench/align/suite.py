@@ -78,7 +78,7 @@ METADATA = SuiteMetadata(
             "to it (offline: NQ-open, TruthfulQA, NarrativeQA with a MiniLM gold reward)",
     citation="Rafailov et al. 2023 (DPO), arXiv:2305.18290; Zhang et al. 2025 "
              "(AlignDistil), arXiv:2503.02832",
-    main_score="win_rate", baseline="dpo", test="bootstrap",
+    main_score="win_rate", baseline="dpo",
     plot="bench.core.plots:reward_kl_frontier",
     description="Offline default (CPU budget): SmolLM2-135M-Instruct is the reference "
                 "policy (`sft` row); preference pairs are the best/worst of 4 samples per "

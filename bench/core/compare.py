@@ -7,9 +7,13 @@ scores averaged over seeds); see :mod:`bench.core.leaderboard` for them.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
+import numpy as np
+
 from bench.core.leaderboard import (
+    CORRECTION_NAMES,
     MARK,
     TEST_NAMES,
     cell_stat,
@@ -17,18 +21,21 @@ from bench.core.leaderboard import (
     check_test,
     escape_md,
     fmt,
+    fmt_mde,
     fmt_p,
     group_rows,
     main_metrics,
     markdown_table,
     row_method,
 )
+from bench.core.stats import adjust
 from bench.errors import UsageError
 
 
 def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
-                 metric: str | None = None, dataset: str | None = None, test: str = "ttest",
-                 alpha: float = 0.05) -> list[dict[str, Any]]:
+                 metric: str | None = None, dataset: str | None = None, test: str = "auto",
+                 alpha: float = 0.05, correction: str = "holm",
+                 power_delta: float | None = None) -> list[dict[str, Any]]:
     """Rows behind :func:`compare` as JSON-safe dicts (NaN/absent values are ``None``)."""
     check_test(test)
     if not records:
@@ -75,27 +82,93 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
                      "metric": name, "mean": s.mean, "std": s.std, "n_seeds": len(s.seeds),
                      "seeds": list(s.seeds), "baseline": s.base[0] if s.base else baseline,
                      "baseline_model": s.base[1] if s.base else None, "delta": s.delta,
-                     "test": test, "n_items": s.n_items, "p_value": s.p_value,
-                     "significant": s.significant(alpha)})
+                     "test": s.test or test, "n_items": s.n_items, "p_value": s.p_value,
+                     "mde": s.mde if s.mde is None or math.isfinite(s.mde) else None,
+                     "detectable": bool(s.mde is not None and math.isfinite(s.mde)
+                                        and s.delta is not None and abs(s.delta) >= s.mde),
+                     "_stat": s, "_groups": groups})
+    tested = [i for i, r in enumerate(rows) if r["p_value"] is not None]
+    adjusted = adjust([rows[i]["p_value"] for i in tested], correction)
+    for r in rows:
+        r["p_adjusted"], r["correction"] = None, correction
+    for i, p in zip(tested, adjusted, strict=True):
+        rows[i]["p_adjusted"] = p
+    for r in rows:
+        p = r["p_adjusted"]
+        r["significant"] = p is not None and p < alpha
+        s, groups_ = r.pop("_stat"), r.pop("_groups")
+        if power_delta is not None:
+            r["power"] = _power_plan(groups_, s, power_delta, alpha)
     return rows
 
 
+def _power_plan(groups: dict[Any, list[dict[str, Any]]], s: Any, delta: float,
+                alpha: float) -> dict[str, Any]:
+    """How many items (paired, one run each) and how many seeds per system (Welch on seed
+    means) would detect ``delta`` with power 0.8, from this comparison's observed spread."""
+    from bench.core.stats import items_needed, paired_arrays, seeds_needed
+
+    if s.base is None or s.base == s.key:
+        return {"delta": delta, "items": None, "seeds": None, "why": "the baseline row itself"}
+    recs, brecs = groups[s.key], groups[s.base]
+    a = {i: v for r in recs for i, v in r["per_item"].get(s.metric, {}).items()}
+    b = {i: v for r in brecs for i, v in r["per_item"].get(s.metric, {}).items()}
+    x, y = paired_arrays(a, b)
+    sd_items = float((x - y).std(ddof=1)) if len(x) > 1 else 0.0
+    sds = [float(np.std([r["metrics"][s.metric] for r in rr], ddof=1)) if len(rr) > 1 else None
+           for rr in (recs, brecs)]
+    out: dict[str, Any] = {"delta": delta,
+                           "items": items_needed(delta, sd_items, alpha=alpha) if sd_items > 0
+                           else None}
+    if any(sd is not None for sd in sds):
+        known = [sd for sd in sds if sd is not None]
+        sd_a, sd_b = (sds[0] if sds[0] is not None else max(known),
+                      sds[1] if sds[1] is not None else max(known))
+        out["seeds"] = seeds_needed(delta, sd_a, sd_b, alpha=alpha)
+        out["why"] = ("seed spread of the side with one run taken as the other's"
+                      if None in sds else "")
+    else:
+        out["seeds"] = None
+        out["why"] = "one seed per system: the seed-to-seed spread is unknown; run >= 2 seeds"
+    return out
+
+
 def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
-            metric: str | None = None, dataset: str | None = None, test: str = "ttest",
-            alpha: float = 0.05) -> str:
+            metric: str | None = None, dataset: str | None = None, test: str = "auto",
+            alpha: float = 0.05, correction: str = "holm",
+            power_delta: float | None = None) -> str:
     """Markdown table for ``bench compare``: each method against ``baseline`` per dataset."""
     data = compare_data(records, methods=methods, baseline=baseline, metric=metric,
-                        dataset=dataset, test=test, alpha=alpha)
+                        dataset=dataset, test=test, alpha=alpha, correction=correction,
+                        power_delta=power_delta)
     body = []
     for d in data:
         ds = escape_md(d["dataset"]) + (" (offline stand-in)" if d["offline_stand_in"] else "")
-        body.append([ds, escape_md(d["method"]), escape_md(d["model"]), escape_md(d["metric"]),
-                     cell_text(d["mean"], d["std"]), str(d["n_seeds"]),
-                     fmt(d["delta"], signed=True), fmt_p(d["p_value"]),
-                     MARK if d["significant"] else ""])
+        below = d["delta"] is not None and d["p_value"] is not None and not d["detectable"]
+        row = [ds, escape_md(d["method"]), escape_md(d["model"]), escape_md(d["metric"]),
+               cell_text(d["mean"], d["std"]), str(d["n_seeds"]),
+               fmt(d["delta"], signed=True) + (" ‡" if below else ""), fmt_p(d["p_value"]),
+               fmt_p(d["p_adjusted"]), fmt_mde(d["mde"] if d["mde"] is not None else
+                                               (float("inf") if d["p_value"] is not None
+                                                else None)),
+               MARK if d["significant"] else "", escape_md(d["test"])]
+        if power_delta is not None:
+            plan = d["power"]
+            row.append("—" if plan["items"] is None else str(plan["items"]))
+            row.append("—" if plan["seeds"] is None else str(plan["seeds"]))
+        body.append(row)
     hdr = ["Dataset", "Method", "Model", "Metric", "Mean ± std", "Seeds",
-           f"Δ vs {escape_md(baseline)}", "p", ""]
-    legend = (f"{MARK} p < {alpha:g}, two-sided {TEST_NAMES[test]} on per-item scores (averaged "
-              "over seeds) against the baseline row of the same dataset (same model where it "
-              "ran, else its only model); p n/a: no per-item scores or no unique baseline row.")
+           f"Δ vs {escape_md(baseline)}", "p", "p adj.", "MDE", "", "Test"]
+    if power_delta is not None:
+        hdr += [f"items for Δ={power_delta:g}", f"seeds for Δ={power_delta:g}"]
+    legend = (f"{MARK} p < {alpha:g} after {CORRECTION_NAMES[correction]} correction over the "
+              f"{sum(d['p_value'] is not None for d in data)} tests: two-sided "
+              f"{TEST_NAMES[test]}, against the baseline row of the same dataset (same model "
+              "where it ran, else its only model). MDE: smallest |Δ| the test detects with "
+              "power 0.8 (∞: too few items or seeds); ‡: |Δ| below it (detected less than 80% "
+              "of the time). p n/a: no per-item scores or no unique baseline row.")
+    if power_delta is not None:
+        legend += (f" Items / seeds for Δ={power_delta:g}: paired t on that many items (one "
+                   "run each), or Welch t on that many seeds per system, from the observed "
+                   "spread, at power 0.8; —: not estimable from these results.")
     return "\n".join([*markdown_table(hdr, body, 4), "", legend]) + "\n"

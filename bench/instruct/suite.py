@@ -65,7 +65,7 @@ METADATA = SuiteMetadata(
     summary="instruction following, ROUGE-L vs references (offline: XSum, NQ-open, "
             "NarrativeQA); MiniLLM protocol at real scale",
     citation="Gu et al. 2024 (MiniLLM), arXiv:2306.08543",
-    main_score="rougeL", baseline="sft", test="bootstrap", user_loss=True,
+    main_score="rougeL", baseline="sft", user_loss=True,
     plot="bench.core.plots:main_score_bars",
     description="Offline default (CPU budget): SmolLM2-135M-Instruct teacher; students are "
                 "its first 8 of 30 layers trained 76 steps on 300 teacher responses, then "

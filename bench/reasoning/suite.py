@@ -105,7 +105,7 @@ METADATA = SuiteMetadata(
     summary="math reasoning: lm-eval exact match, generated tokens and latency per answer "
             "(offline: arith multiplication with rationales, ASDiv); GSM8K at real scale",
     citation="Cobbe et al. 2021 (GSM8K), arXiv:2110.14168",
-    main_score="exact_match", baseline="cot-sft", test="bootstrap",
+    main_score="exact_match", baseline="cot-sft",
     plot="bench.core.plots:accuracy_vs_latency",
     description="Offline default (CPU budget): exact match by lm-eval (strict `#### N` "
                 "filter), generated tokens per answer, and wall latency per answer timed "

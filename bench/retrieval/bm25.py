@@ -120,7 +120,7 @@ def _run_indexer(cmd: list[str], env: dict[str, str], total: int, progress: bool
 
     Returns the full log; raises ``RuntimeError`` with the log's tail on failure.
     """
-    from bench.retrieval.rerank import deferred
+    from bench.core.signals import deferred
 
     tail: deque[str] = deque(maxlen=30)
     log: list[str] = []
@@ -242,8 +242,8 @@ def build_index(corpus_jsonl: Path, *, cache_root: Path | None = None, threads: 
     sweep_stale_builds(target.parent)
     if (target / META_FILE).is_file():
         return target
+    from bench.core.signals import sigterm_raises
     from bench.retrieval import java
-    from bench.retrieval.rerank import sigterm_raises
 
     threads = max(1, int(threads))
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ Why this module exists (pyserini 1.6.0 on Python 3.11, Anserini 1.7.1 fatjar):
   SIGINT and SIGHUP handlers over Python's, so a SIGTERM (or Ctrl-C) while Python was
   busy, e.g. reranking, ran the JVM's shutdown and ``exit()`` from a Java thread under the
   running interpreter: a SIGSEGV and an ``hs_err_pid*.log`` dump instead of Python's
-  clean stop (see :func:`bench.retrieval.rerank.sigterm_raises`). Nothing here relies on
+  clean stop (see :func:`bench.core.signals.sigterm_raises`). Nothing here relies on
   the JVM's shutdown hooks.
 - Every JVM, in-process or child, writes a crash report (if it ever crashes) to
   ``<cache>/jvm/hs_err_pid<pid>.log`` (``-XX:ErrorFile``), never into the working

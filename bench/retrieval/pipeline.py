@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.contracts import RetrievalContext, resolve_recipe
-from bench.errors import UsageError
 from bench.retrieval.collections import Collection, load_collection
 from bench.suite import RunOptions, Suite
 
@@ -60,12 +59,7 @@ class RetrievalSuite(Suite):
         return [d.id for d in self.datasets if (d.stands_in_for is not None) == offline]
 
     def settings(self, options: RunOptions) -> dict[str, Any]:
-        from bench.contracts import recipe_option
-
         recipe = resolve_recipe(options.method, self.name)
-        if options.preset == "cpu-long" and "cpu-long" not in recipe_option(recipe, "presets"):
-            raise UsageError(f"--preset cpu-long: method {options.method!r} has no longer CPU "
-                             "recipe on this suite; use --preset default (cpu-long exists here for: dear)")
         # The recipe overlays its own preset recipe (DeAR: recipe_settings); the record's
         # settings are the protocol's and the user's.
         own = {s.name for s in self.metadata.settings} | set(options.overrides)

@@ -52,7 +52,7 @@ BEIR = SuiteMetadata(
         DatasetSpec("beir/scifact/test", "real BEIR set via ir-datasets"),
         DatasetSpec("beir/fiqa/test", "real BEIR set via ir-datasets"),
     ),
-    settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS,
+    settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS, recipe_presets=("cpu-long",),
     plot="bench.core.plots:main_score_bars", sections="bench.retrieval.report:undistilled_tables",
 )
 
@@ -67,7 +67,7 @@ TREC_DL = SuiteMetadata(
         DatasetSpec("msmarco-passage/trec-dl-2019/judged", "real TREC-DL via ir-datasets"),
         DatasetSpec("msmarco-passage/trec-dl-2020/judged", "real TREC-DL via ir-datasets"),
     ),
-    settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS,
+    settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS, recipe_presets=("cpu-long",),
 )
 
 

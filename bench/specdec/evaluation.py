@@ -218,7 +218,9 @@ def spec_bench_tables(records: Sequence[dict[str, Any]]) -> list[str]:
     cells: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     setups = set()
     for r in records:
-        category = r["dataset"]["id"].rsplit("/", 1)[-1].removeprefix("specbench-")
+        # "<name>/specbench-<category>", "@limitN" after it on a --limit run
+        category = r["dataset"]["id"].split("@")[0].rsplit("/", 1)[-1] \
+            .removeprefix("specbench-")
         row = cells.setdefault((row_method(r), r["model"]), {})
         for name, value in r["metrics"].items():
             row.setdefault(category, {}).setdefault(name, []).append(value)

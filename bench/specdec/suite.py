@@ -74,7 +74,7 @@ METADATA = SuiteMetadata(
             "tau, lossless checks per Spec-Bench category (offline: packaged QA, "
             "summarization, translation, math, RAG, multi-turn prompts)",
     citation="Xia et al. 2024 (Spec-Bench), arXiv:2401.07851",
-    main_score="speedup", baseline="ar", test="bootstrap",
+    main_score="speedup", baseline="ar",
     plot="bench.core.plots:speedup_vs_tau", sections="bench.specdec.evaluation:spec_bench_tables",
     description="Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
                 "batch size 1; every test prompt is decoded plainly and with the method "

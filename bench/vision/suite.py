@@ -56,7 +56,7 @@ METADATA = SuiteMetadata(
     summary="long-tailed classification, top-1 overall / many / medium / few "
             "(offline: Fashion-MNIST-LT); ImageNet-LT and CIFAR-100-LT at real scale",
     citation="Liu et al. 2019 (OLTR, ImageNet-LT), arXiv:1904.05160",
-    main_score="top1", baseline="kd", test="bootstrap",
+    main_score="top1", baseline="kd",
     plot="bench.core.plots:shot_group_bars",
     description="Offline default (CPU budget): Fashion-MNIST made long-tailed (imbalance "
                 "100, 6000 to 60 training images per class), a ViT teacher "

@@ -179,7 +179,7 @@ def test_tiny_end_to_end_run_of_every_method(tiny_chat_model_dir, tmp_path):
     sft = records["sft"]
     assert sft["metrics"]["win_rate"] == 0.5 and sft["metrics"]["kl_to_ref"] == 0.0
     assert sft["metrics"]["judge_win_rate"] == 0.5  # its responses are the reference's
-    assert sft["dataset"]["offline_stand_in"] and sft["dataset"]["id"] == "offline/qa-mix"
+    assert sft["dataset"]["offline_stand_in"] and sft["dataset"]["id"] == "offline/qa-mix@limit2"
     assert len(sft["per_item"]["win_rate"]) == 6  # 2 test prompts x 3 sets
     ad = records["aligndistil"]
     assert ad["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "dpo"

@@ -164,20 +164,44 @@ def test_escaping_keeps_table_shape(records: list[dict]) -> None:
     assert "<b>" not in md and "&lt;b&gt;unverified&lt;/b&gt; see \\| notes" in md
 
 
-def test_significance_markers_match_scipy(records: list[dict]) -> None:
+def _expected_p(records: list[dict], method: str, ds: str) -> float:
+    """The rule of bench.core.stats.compare, computed here with scipy directly: several
+    seeds -> one-sample t of the seed means against the single-run baseline's mean; one run
+    each -> paired t on the 20 items (more than 16)."""
+    runs = [r["per_item"]["ndcg@10"] for r in records
+            if r["method"] == method and r["dataset"]["id"] == ds]
+    base = _items(records, "bm25", ds)
+    if len(runs) >= 2:
+        means = [statistics.fmean(run[i] for i in ITEMS) for run in runs]
+        return sps.ttest_1samp(means, statistics.fmean(base[i] for i in ITEMS)).pvalue
+    x = _items(records, method, ds)
+    return sps.ttest_rel([x[i] for i in ITEMS], [base[i] for i in ITEMS]).pvalue
+
+
+def _holm(ps: list[float]) -> list[float]:
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, ps[i] * (len(ps) - rank)))
+        out[i] = running
+    return out
+
+
+def test_significance_markers_match_scipy_with_holm(records: list[dict]) -> None:
     table = markdown_table(render_suite("toy", records, baseline="bm25", alpha=0.05), "## Main score")
-    checked = 0
+    cells = [(ds, m) for ds in DATASETS for m in ("dear", WEIRD)]
+    adjusted = _holm([_expected_p(records, m, ds) for ds, m in cells])
+    for (ds, method), p in zip(cells, adjusted, strict=True):
+        col = next(h for h in table[0] if h.startswith(ds))
+        assert (p < 0.05) == ("†" in _row(table, method)[col]), (ds, method, p)
     for ds in DATASETS:
         col = next(h for h in table[0] if h.startswith(ds))
-        base = _items(records, "bm25", ds)
-        for method in ("dear", WEIRD):
-            x = _items(records, method, ds)
-            p = sps.ttest_rel([x[i] for i in ITEMS], [base[i] for i in ITEMS]).pvalue
-            assert (p < 0.05) == ("†" in _row(table, method)[col]), (ds, method, p)
-            assert (p < 0.05) == (method == "dear")  # the fixture's design
-            checked += 1
         assert "†" not in _row(table, "bm25")[col]
-    assert checked == 4
+    detail = markdown_table(render_suite("toy", records, baseline="bm25"), "### nfcorpus")
+    assert _row(detail, "dear")["Test"] == "one-sample t on seed means (single run fixed)"
+    weird = _row(detail, WEIRD)
+    assert weird["Test"] == "paired t"
+    assert float(weird["p"]) == pytest.approx(_expected_p(records, WEIRD, "nfcorpus"), abs=1e-4)
 
 
 def test_mean_std_over_seeds_partial_and_stand_in(records: list[dict]) -> None:
@@ -223,13 +247,16 @@ def test_compare_numbers(records: list[dict]) -> None:
             if r["method"] == "dear" and r["dataset"]["id"] == "nfcorpus"]
     base = next(r["metrics"]["ndcg@10"] for r in records
                 if r["method"] == "bm25" and r["dataset"]["id"] == "nfcorpus")
-    x, b = _items(records, "dear", "nfcorpus"), _items(records, "bm25", "nfcorpus")
-    p = sps.ttest_rel([x[i] for i in ITEMS], [b[i] for i in ITEMS]).pvalue
+    p = _expected_p(records, "dear", "nfcorpus")
     assert dear["mean"] == pytest.approx(statistics.mean(vals))
     assert dear["std"] == pytest.approx(statistics.stdev(vals))
     assert dear["delta"] == pytest.approx(statistics.mean(vals) - base)
-    assert dear["p_value"] == pytest.approx(p) and dear["significant"] and dear["n_items"] == 20
-    assert not rows[2]["significant"] and rows[0]["p_value"] is None
+    assert dear["p_value"] == pytest.approx(p) and dear["n_items"] == 20
+    assert dear["test"] == "one-sample t on seed means (single run fixed)"
+    ps = _holm([p, _expected_p(records, WEIRD, "nfcorpus")])
+    assert dear["p_adjusted"] == pytest.approx(ps[0])
+    assert dear["significant"] == (ps[0] < 0.05) and rows[2]["significant"] == (ps[1] < 0.05)
+    assert rows[0]["p_value"] is None
     json.dumps(rows, allow_nan=False)
     text = compare(records, methods=["dear"], baseline="bm25", metric="mrr@10")
     table = [_cells(ln) for ln in text.splitlines() if ln.startswith("|")]
@@ -277,11 +304,11 @@ def test_preset_rows_are_tested_against_the_baseline_of_their_preset(records: li
     def delta(rows: list[dict]) -> str:
         md = render_suite("toy", rows, baseline="bm25")
         table = markdown_table(md, "### nfcorpus")
-        return _row(table, "dear [cpu-long]")["Δ ndcg@10"]
+        return _row(table, "dear [cpu-long]")["Δ ndcg@10"].removesuffix(" ‡")
 
     assert delta(records + long_dear + long_bm25) == "+0.0000"
     assert delta(records + long_dear) == _row(markdown_table(render_suite("toy", records, baseline="bm25"),
-                                                     "### nfcorpus"), "dear")["Δ ndcg@10"] != "+0.0000"
+                                                     "### nfcorpus"), "dear")["Δ ndcg@10"].removesuffix(" ‡") != "+0.0000"
 
 
 def test_dear_rows_are_tested_against_their_undistilled_student(records: list[dict]) -> None:

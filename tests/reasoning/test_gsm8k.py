@@ -227,7 +227,7 @@ def test_accuracy_vs_latency_plot(tmp_path):
 def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
     results = tmp_path / "results"
     common = ["--suite", "gsm8k", "--teacher", str(tiny_chat_model_dir), "--preset", "smoke",
-              "--dataset", "offline/arith-2x2", "--out", str(results), "--work-dir",
+              "--dataset", "offline/arith-2x2", "--work-dir",
               str(tmp_path / "work"), "--set", "n_train=6", "--set", "n_test=3",
               "--set", "teacher_train=6", "--set", "max_gen_toks=6"]
     gold = ["--set", "rationales=gold"]  # the random tiny teacher is never right
@@ -235,7 +235,8 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
             "skip-thinking": gold, "skip-thinking-cwt": gold,
             "semcot": [*gold, "--set", "k_train=2"]}
     for method, extra in runs.items():
-        assert main(["run", "--method", method, *common, *extra]) == 0, method
+        assert main(["run", "--method", method, *common, *extra, "--out", str(results)]) == 0, \
+            method
     files = {f.name.split("__")[0]: json.loads(f.read_text())
              for f in (results / "gsm8k").rglob("*.json")}
     assert set(files) == set(runs)

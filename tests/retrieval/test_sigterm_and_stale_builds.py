@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.core.signals import Terminated
 from bench.retrieval import bm25, rerank
-from bench.retrieval.rerank import Terminated, rerank_listwise, rerank_pointwise
+from bench.retrieval.rerank import rerank_listwise, rerank_pointwise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,7 +209,8 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import jnius_config
     from bench.retrieval import java
-    from bench.retrieval.rerank import Terminated, rerank_pointwise
+    from bench.core.signals import Terminated
+    from bench.retrieval.rerank import rerank_pointwise
 
     java.start_jvm()
     java.autoclass("java.lang.System")  # the JVM is up, its threads running

@@ -361,7 +361,7 @@ def test_tiny_end_to_end(tiny_chat_model_dir, tmp_path, method, extra):
     assert main(["run", "--method", method, *common, *extra]) == 0
     records = [json.loads(p.read_text()) for p in sorted(out.rglob("*.json"))]
     assert len(records) == 7  # six categories + all
-    overall = next(r for r in records if r["dataset"]["id"] == "offline/specbench-all")
+    overall = next(r for r in records if r["dataset"]["id"] == "offline/specbench-all@limit1")
     assert overall["config"]["lossless"] is True and overall["metrics"]["lossless"] == 1.0
     assert len(overall["per_item"]["speedup"]) == 6
     assert overall["metrics"]["speedup"] > 0 and overall["metrics"]["tau"] >= 1
