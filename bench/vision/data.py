@@ -83,25 +83,48 @@ def fashion_mnist(root: str | Path, split: str) -> ImageArrays:
                        FASHION_CLASSES)
 
 
+# What a CIFAR pickle may reference: numpy arrays and their dtypes, nothing else.
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray",
+                  "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """The CIFAR format is Python pickles, which can run code when loaded; this unpickler
+    refuses every global but numpy's array reconstruction, so a tampered file in a
+    user-given folder is an error, not code execution."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of the CIFAR format")
+        return super().find_class(module, name)
+
+
+def _load_cifar_pickle(path: Path) -> object:
+    try:
+        with path.open("rb") as handle:
+            return _CifarUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path}: not a CIFAR-100 pickle ({exc}); --set cifar_root must be "
+                         "the extracted cifar-100-python folder") from None
+
+
 def cifar100(root: str | Path, split: str) -> ImageArrays:
-    """CIFAR-100 ``train`` / ``test`` from the python pickles in ``root`` (fine labels)."""
+    """CIFAR-100 ``train`` / ``test`` from the python pickles in ``root`` (fine labels),
+    read with an unpickler that accepts numpy arrays only (:class:`_CifarUnpickler`)."""
     path = Path(root) / split
     if not path.is_file():
         raise UsageError(f"{path}: not found; --set cifar_root must be the extracted "
                          "cifar-100-python folder (files train, test, meta)")
-    with path.open("rb") as handle:
-        data = pickle.load(handle, encoding="bytes")
+    data = _load_cifar_pickle(path)
     try:
         images = np.asarray(data[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(data[b"fine_labels"], dtype=np.int64)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"{path}: not a CIFAR-100 pickle ({exc})") from None
     classes = [str(i) for i in range(100)]
     meta = Path(root) / "meta"
     if meta.is_file():
-        with meta.open("rb") as handle:
-            classes = [c.decode() for c in pickle.load(handle, encoding="bytes")
-                       [b"fine_label_names"]]
+        classes = [c.decode() for c in _load_cifar_pickle(meta)[b"fine_label_names"]]
     return ImageArrays(images, labels, [f"{split}-{i}" for i in range(len(labels))], classes)
 
 

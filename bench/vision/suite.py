@@ -80,8 +80,8 @@ METADATA = SuiteMetadata(
         Setting("test_per_class", "int", None, "test images per class (null: all)", min=1,
                 nullable=True),
         Setting("baseline", "str", "kd", "method the result's bootstrap interval is against"),
-        Setting("cifar_root", "str", None, "folder of the CIFAR-100 python files",
-                nullable=True),
+        Setting("cifar_root", "str", None, "folder of the CIFAR-100 python files (pickles: "
+                "read accepting numpy arrays only, anything else is refused)", nullable=True),
         Setting("imagenet_root", "str", None, "ImageNet folder", nullable=True),
         Setting("lt_lists", "str", None, "folder of the ImageNet-LT split lists",
                 nullable=True),

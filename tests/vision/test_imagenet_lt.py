@@ -169,3 +169,31 @@ def test_tiny_end_to_end_runs_and_leaderboard(tmp_path):
     assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb")]) == 0
     assert (tmp_path / "lb" / "imagenet-lt.md").exists()
     assert list((tmp_path / "lb").glob("imagenet-lt_*shots.png"))
+
+
+def test_cifar_reader_accepts_numpy_arrays_and_refuses_code(tmp_path):
+    """CIFAR files are pickles; a tampered one must be an error, not code execution."""
+    import os
+    import pickle
+
+    import numpy as np
+
+    from bench.errors import UsageError
+    from bench.vision.data import cifar100
+
+    data = {b"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072),
+            b"fine_labels": [3, 7]}
+    (tmp_path / "train").write_bytes(pickle.dumps(data))
+    (tmp_path / "meta").write_bytes(pickle.dumps(
+        {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}))
+    arrays = cifar100(tmp_path, "train")
+    assert arrays.labels.tolist() == [3, 7] and arrays.classes[7] == "c7"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "test").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(UsageError, match="not a CIFAR-100 pickle.*not part of the CIFAR"):
+        cifar100(tmp_path, "test")
+    assert not (tmp_path / "pwned").exists()
