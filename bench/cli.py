@@ -316,10 +316,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     metadata = SUITES.entry(args.suite).meta["metadata"]
     _check_preset(args.preset, metadata)
+    if args.power is not None and not (math.isfinite(args.power) and args.power > 0):
+        raise UsageError(f"--power {args.power}: expected a positive difference, e.g. 0.01")
     baseline = args.baseline or metadata.baseline
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise UsageError("--seeds must be a positive integer")
+    if args.seeds is None:  # these only shape the runs --seeds starts
+        given = [f for f, v in (("--teacher", args.teacher), ("--student", args.student),
+                                ("--judge", args.judge), ("--set", args.overrides)) if v]
+        if given:
+            raise UsageError(f"{given[0]} only applies with --seeds N (it is passed to the "
+                             "runs --seeds starts); add --seeds or drop it")
+    else:
         _run_missing_seeds(args, [baseline, *args.methods])
     records = ResultStore(args.results).load(args.suite)
     if args.seeds is not None:
@@ -327,8 +333,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"no results for suite {args.suite!r} under {args.results}; "
                          f"run `bench run --suite {args.suite} ...` first")
-    if args.power is not None and not (math.isfinite(args.power) and args.power > 0):
-        raise UsageError(f"--power {args.power}: expected a positive difference, e.g. 0.01")
     kwargs = dict(methods=args.methods, baseline=baseline, metric=args.metric,
                   dataset=args.dataset, test=args.test, correction=args.correction,
                   power_delta=args.power)

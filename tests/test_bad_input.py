@@ -175,3 +175,12 @@ def test_a_bad_user_loss_is_one_line_naming_file_line_and_exception(tmp_path, ca
                                         "--out", str(tmp_path / "r")]))
     assert message.format(path=path) in err
     assert "Warning" not in err
+
+
+def test_compare_options_that_need_seeds_say_so(capsys, tmp_path):
+    err = _one_line_error(capsys, main(["compare", "--suite", "instruct", "--methods", "fkl",
+                                        "--teacher", "x", "--results", str(tmp_path)]))
+    assert "--teacher only applies with --seeds N" in err
+    err = _one_line_error(capsys, main(["compare", "--suite", "instruct", "--methods", "fkl",
+                                        "--power", "-1", "--results", str(tmp_path)]))
+    assert "--power -1.0: expected a positive difference" in err

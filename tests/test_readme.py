@@ -1,0 +1,41 @@
+"""The README cannot drift from the CLI: every `bench ...` command in its code blocks names a
+real subcommand, and every flag it shows is a flag of that subcommand."""
+
+import argparse
+import re
+from pathlib import Path
+
+from bench.cli import build_parser
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:  # argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _commands() -> list[str]:
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", README.read_text(encoding="utf-8"),
+                        flags=re.S)
+    lines = [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines()]
+    return [ln.removeprefix("$ ") for ln in lines if ln.removeprefix("$ ").startswith("bench ")]
+
+
+def test_readme_commands_use_real_subcommands_and_flags():
+    commands = _commands()
+    assert len(commands) >= 8
+    top = _subparsers(build_parser())
+    for command in commands:
+        words = command.split()
+        sub = top.get(words[1])
+        assert sub is not None, f"README: `{command}`: no subcommand {words[1]!r}"
+        nested = _subparsers(sub)
+        if nested and len(words) > 2 and not words[2].startswith(("-", "[")):
+            sub = nested.get(words[2])
+            assert sub is not None, f"README: `{command}`: no action {words[2]!r}"
+        known = {o for a in sub._actions for o in a.option_strings}
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", command):
+            assert flag in known, f"README: `{command}`: {flag} is not a flag of it"
