@@ -1,4 +1,4 @@
-"""The ``bench`` command line: run, ls, evaluate, compare, leaderboard, assets.
+"""The ``bench`` command line: run, ls, evaluate, compare, leaderboard, assets, reproduce.
 
 Usage errors (bad flags, unknown names, malformed files) print one line naming what is
 wrong and what to do, and exit with status 2. Heavy libraries (torch, pyserini, lm-eval)
@@ -188,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", action="store_true", help="print JSON only")
 
     add_evaluate_parser(sub)
+
+    rep = sub.add_parser("reproduce", help="rerun the command a result records and compare",
+                         description="Rerun the exact `bench run` command recorded in "
+                         "RESULT.json into a scratch folder (never the committed results) and "
+                         "print every metric beside the committed value with the tolerance "
+                         "applied. Exit 0 when all are within tolerance, 1 when not.")
+    rep.add_argument("result", type=Path, metavar="RESULT.json")
+    rep.add_argument("--tolerance", type=float, metavar="X",
+                     help="absolute tolerance for every non-timing metric (default: exact on "
+                     "the same CPU and threads, 0.001 across thread counts, 0.01 across CPUs; "
+                     "timing metrics within a factor of 1.5)")
+    rep.add_argument("--scratch", type=Path,
+                     help="results folder for the rerun (default: a new temp folder)")
 
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard markdown from results",
                         description="Rewrite leaderboards/<suite>.md and README.md from the "
@@ -417,7 +430,15 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return 0 if all(s.ok or s.optional for s in statuses) else 1
 
 
-COMMANDS = {"run": cmd_run, "ls": cmd_ls, "compare": cmd_compare, "evaluate": cmd_evaluate,
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from bench.core.reproduce import format_report, reproduce
+
+    report = reproduce(args.result, tolerance=args.tolerance, scratch=args.scratch)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+COMMANDS = {"reproduce": cmd_reproduce, "run": cmd_run, "ls": cmd_ls, "compare": cmd_compare, "evaluate": cmd_evaluate,
             "leaderboard": cmd_leaderboard, "assets": cmd_assets}
 
 
