@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "setting rejects them")
     for key, (flag, text) in SCALE_FLAGS.items():
         scale.add_argument(flag, dest=f"scale_{key}", type=int, metavar="N", help=text)
+    run.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                     help="where to run: auto picks this process's GPU when there is one, "
+                     "else the CPU; recorded in each result's provenance")
     run.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory")
     run.add_argument("--work-dir", type=Path, help="checkpoints and caches (default: cache dir)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing result")
@@ -170,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--teacher", help="--teacher of the runs --seeds starts")
     cmp_.add_argument("--student", help="--student of the runs --seeds starts")
     cmp_.add_argument("--judge", help="--judge of the runs --seeds starts (align)")
+    cmp_.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                      help="--device of the runs --seeds starts")
     cmp_.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
                       metavar="KEY=VALUE", help="--set of the runs --seeds starts")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
@@ -291,8 +296,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         loss_fn=loss_fn, loss_name=loss_name,
         loss_source={"spec": args.loss, "sha256": loss_sha} if args.loss else None,
     )
-    # Before any work: the method runs on this suite and provides its hook, and every
-    # --set value has the type and range its setting declares.
+    # Before any work: the device exists, the method runs on this suite and provides its
+    # hook, and every --set value has the type and range its setting declares.
+    from bench.core.device import set_current
+
+    set_current(args.device)
     if loss_fn is not None:
         from methods.instruct.token_kd import user_loss_recipe
 
@@ -374,7 +382,8 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
                 continue
             print(f"bench compare: running {method} seed {seed} ({args.preset})", flush=True)
             argv = ["run", "--method", method, "--suite", args.suite, "--seed", str(seed),
-                    "--preset", args.preset, "--out", str(args.results)]
+                    "--preset", args.preset, "--out", str(args.results),
+                    "--device", args.device]
             if args.dataset:
                 argv += ["--dataset", args.dataset]
             for flag in ("teacher", "student", "judge"):

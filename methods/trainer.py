@@ -57,6 +57,8 @@ from typing import Any
 
 import torch
 
+from bench.core.device import cuda_available
+from bench.core.device import current as current_policy
 from bench.core.progress import progress_bar
 from bench.errors import UsageError
 
@@ -138,7 +140,7 @@ def _rng_states() -> dict[str, Any]:
                   "cached_gaussian": float(cached_gaussian)},
         "torch": _encode_generator(torch.get_rng_state()),
     }
-    if torch.cuda.is_available():
+    if cuda_available():
         states["cuda"] = [_encode_generator(s) for s in torch.cuda.get_rng_state_all()]
     return states
 
@@ -161,7 +163,7 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         torch.set_rng_state(torch_state)
-        if cuda_states and torch.cuda.is_available():
+        if cuda_states and cuda_available():
             torch.cuda.set_rng_state_all(cuda_states)
     except BaseException:
         random.setstate(before[0])
@@ -240,19 +242,24 @@ def _rng_neutral(loader: Any) -> Iterator[Any]:
 
 
 def _accelerator(mixed_precision: str) -> Any:
-    """An Accelerator with this precision. Accelerate keeps one process-wide state and
-    refuses a second precision; in a single process (tests, one recipe training two
-    models) the state is reset instead, while a distributed launch keeps its own."""
+    """An Accelerator with this precision on the run's device. Accelerate keeps one
+    process-wide state and refuses a second precision; in a single process (tests, one
+    recipe training two models) the state is reset instead, while a distributed launch
+    keeps its own. Accelerate picks a visible GPU by itself (the one ``set_current`` made
+    current), so only ``--device cpu`` on a GPU machine needs ``cpu=True``; elsewhere it
+    stays False, as before (on a CPU machine it would turn a ``LOCAL_RANK`` launch into
+    gloo DDP)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, DistributedType
 
+    cpu = current_policy().device.type == "cpu" and cuda_available()
     try:
-        return Accelerator(mixed_precision=mixed_precision)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     except ValueError:
         if AcceleratorState().distributed_type != DistributedType.NO:
             raise
         AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(mixed_precision=mixed_precision)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
 def total_steps(n_examples: int, batch_size: int, epochs: int, *, grad_accum: int = 1,

@@ -93,6 +93,7 @@ RUN = ["run", "--method", "toy-method", "--suite", "toy"]
     (["--limit", "0"], "--limit: must be >= 1, got 0"),
     (["--preset", "huge"], "--preset huge: suite 'toy' has presets smoke, default, full"),
     (["--loss", "x.py:f"], "argument --loss: not allowed with argument --method"),
+    (["--device", "tpu"], "--device tpu: expected auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_run_flags_are_one_line_errors_before_any_work(toy, capsys, argv, message):
     out = toy / "results"
@@ -152,6 +153,7 @@ def test_a_limited_run_is_its_own_dataset_and_never_replaces_the_full_one(toy):
     assert ids == ["toy/data", "toy/data@limit2"]
     limited = next(r for r in map(lambda f: json.loads(f.read_text()), files)
                    if r["dataset"]["id"].endswith("@limit2"))
+    assert limited["provenance"]["runtime"] == {"device": "cpu", "dtype": "float32"}
     assert limited["config"]["limit"] == 2 and len(limited["per_item"]["score"]) == 2
 
 

@@ -162,10 +162,9 @@ class AlignSuite(Suite):
         return settings
 
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
-        import torch
-
         from bench.align.evaluation import GoldReward
         from bench.core.assets import cache_dir, load_bi_encoder, load_causal_lm
+        from bench.core.device import current as current_policy
 
         start = time.perf_counter()
         if options.teacher:
@@ -176,8 +175,7 @@ class AlignSuite(Suite):
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "align"
         ref_name = settings["policy_model"]
         reference, tokenizer = load_causal_lm(ref_name, dtype="float32")
-        if torch.cuda.is_available():
-            reference = reference.to("cuda")
+        reference = reference.to(current_policy().device)
         reward = GoldReward(load_bi_encoder(settings["reward_model"]))
         dataset_id, pairs, prompts, test, pref_stats = self._data(
             options, settings, reference, tokenizer, reward, work_dir)

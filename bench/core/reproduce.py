@@ -277,9 +277,9 @@ def _machine(record: dict[str, Any]) -> Machine:
 
 
 def _this_machine() -> Machine:
-    from bench.core.results import _git_state, hardware_info
+    from bench.core.results import git_state, hardware_info
 
-    commit, dirty = _git_state()
+    commit, dirty = git_state()
     return Machine(hardware=hardware_info(), threads=None, threads_source="not recorded",
                    commit=commit, dirty=dirty)
 

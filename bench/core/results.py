@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.core.device import cuda_available
 from bench.core.io import atomic_write_text
 from bench.errors import SchemaError
 
@@ -82,6 +83,8 @@ RESULT_SCHEMA: dict[str, Any] = {
             "properties": {
                 "git_commit": {"type": "string"},
                 "git_dirty": {"type": "boolean"},
+                "runtime": {"type": "object", "properties": {
+                    "device": {"type": "string"}, "dtype": {"type": "string"}}},
                 "package_versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "hardware": {"type": "object"},
                 "wall_time_s": {"type": "number", "minimum": 0},
@@ -133,8 +136,13 @@ def collect_provenance(wall_time_s: float, command: str | None = None) -> dict[s
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    commit, dirty = _git_state()
+    commit, dirty = git_state()
+    from bench.core.device import installed
+
+    policy = installed()  # set by `bench run --device`; the device the run actually used
+    runtime = {"runtime": policy.describe()} if policy is not None else {}
     return {
+        **runtime,
         "git_commit": commit,
         "git_dirty": dirty,
         "package_versions": versions,
@@ -147,7 +155,7 @@ def collect_provenance(wall_time_s: float, command: str | None = None) -> dict[s
 
 
 @functools.cache
-def _git_state() -> tuple[str, bool]:
+def git_state() -> tuple[str, bool]:
     """(HEAD, dirty) of the checkout, read once per process: ``bench run`` reads it when it
     starts, so a record names the code the run imported, not edits made while it ran."""
     repo = Path(__file__).resolve().parents[2]  # bench/core/results.py -> the checkout
@@ -166,7 +174,7 @@ def _git_state() -> tuple[str, bool]:
 
 def git_state_at_start() -> None:
     """Pin the git state a run's records will carry to the moment the run starts."""
-    _git_state()
+    git_state()
 
 
 def hardware_info() -> dict[str, Any]:
@@ -184,7 +192,7 @@ def hardware_info() -> dict[str, Any]:
     except OSError:
         pass
     torch = sys.modules.get("torch")  # report accelerators only if torch is already loaded
-    if torch is not None and torch.cuda.is_available():
+    if torch is not None and cuda_available():
         info["accelerator"] = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
     else:
         info.setdefault("accelerator", "none" if torch is not None else "not checked")

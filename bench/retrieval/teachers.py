@@ -310,17 +310,6 @@ def describe_reranker(name: str, *, flag: str = "--teacher") -> RerankerSource:
     return RerankerSource(name, kind, source, local)
 
 
-def _default_device() -> str:
-    """This process's GPU when there is one (``LOCAL_RANK`` under accelerate), else CPU."""
-    import os
-
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return "cpu"
-
-
 def _adapter_identity(described: RerankerSource, weights: dict[str, Any], dtype: Any) -> str:
     """Adapter weights hashed, plus the base model's identity: its id and snapshot for a
     hub model, its config and weight-file sizes for a local one. Hashing the merged 7B
@@ -368,13 +357,15 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
     """The pointwise reranker ``name`` names (default: the packaged MiniLM bi-encoder).
 
     ``dtype`` defaults to float32 for bi- and cross-encoders and to bfloat16 for decoder
-    rerankers (RankLLaMA is 7B: 28 GB in float32). Cross-encoders and decoders go to this
-    process's GPU when there is one; the bi-encoder stays where it always ran (CPU), so
+    rerankers (RankLLaMA is 7B: 28 GB in float32). Cross-encoders and decoders go to the
+    run's device (``bench.core.device``; under ``auto`` this process's GPU when there is
+    one, ``LOCAL_RANK`` under accelerate); the bi-encoder stays where it always ran (CPU), so
     the default teacher's scores and cache key do not change. A peft adapter is merged
     into its base (one plain model to run); its head must be in the adapter's weights
     (``modules_to_save``), else the "teacher" would be a random head: a UsageError.
     """
     from bench.core.assets.models import load_bi_encoder, load_pretrained, resolve_dtype
+    from bench.core.device import current as current_policy
     from bench.errors import UsageError
 
     name = name or TEACHER_DEFAULT
@@ -394,6 +385,7 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
 
         base = described.base
         assert base is not None
+        # host memory on purpose: read for the head's shape and hashed, never run
         weights = load_peft_weights(described.source, device="cpu")
         labels = _head_labels(weights)
         if labels is None:
@@ -412,7 +404,7 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
         model = load_pretrained(AutoModelForSequenceClassification, described.source,
                                  described.local, flag, dtype=torch_dtype)
         tokenizer = load_pretrained(AutoTokenizer, described.source, described.local, flag)
-    model = model.to(device or _default_device()).eval()
+    model = model.to(device or current_policy().device).eval()
     kwargs = {"identity": identity} | ({"batch_size": batch_size} if batch_size else {})
     if decoder:
         return DecoderReranker(model, tokenizer, **kwargs)

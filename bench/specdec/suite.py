@@ -231,6 +231,7 @@ class SpecBenchSuite(Suite):
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.contracts import SpecContext, recipe_option, resolve_recipe
         from bench.core.assets import cache_dir, load_causal_lm
+        from bench.core.device import current as current_policy
         from bench.core.generation import stop_ids
         from bench.specdec import evaluation as ev
 
@@ -241,10 +242,7 @@ class SpecBenchSuite(Suite):
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "specbench"
         target_name = options.teacher or "smollm2-135m-instruct"
         target, tokenizer = load_causal_lm(target_name)
-        import torch
-
-        if torch.cuda.is_available():  # the full preset: one GPU, batch size 1
-            target = target.to("cuda")
+        target = target.to(current_policy().device)  # the full preset: one GPU, batch size 1
         eos = stop_ids(target, tokenizer)
         prefix, offline, train_items, tests = self._data(options, settings, tokenizer)
         seconds: dict[str, float] = {}

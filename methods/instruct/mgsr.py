@@ -28,12 +28,15 @@ without SCRG (an ablation), ``scrg_fraction=1`` revises every step.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
 import torch
 
 from bench.contracts import InstructContext
+from bench.core.device import no_autocast
+from bench.core.hf import model_device
 from bench.suite import Setting
 from methods.instruct.token_kd import KDConfig, TokenKD, TrainExample, collate
 
@@ -75,8 +78,10 @@ def scrg_revise(student: Any, teacher: Any, tokenizer: Any, prompts: list[list[i
     """SCRG on a batch of prompts: (revised examples with teacher top-k, corrections made)."""
     was_training = student.training
     student.eval()
-    # Decoding under the trainer's bf16 autocast is several times slower on CPU.
-    with torch.autocast("cpu", enabled=False):
+    # Decoding under the trainer's bf16 autocast is several times slower on CPU; a GPU
+    # keeps it.
+    device = model_device(student)
+    with no_autocast(device) if device.type == "cpu" else contextlib.nullcontext():
         return _revise(student, teacher, tokenizer, prompts, max_new_tokens, topk,
                        was_training)
 

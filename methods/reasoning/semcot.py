@@ -69,6 +69,8 @@ import torch
 from torch import nn
 
 from bench.contracts import dataclass_settings
+from bench.core.device import autocast
+from bench.core.hf import model_device
 from methods.reasoning.cot_distill import REASONING_PRESETS
 
 REGISTRY = [{
@@ -209,6 +211,7 @@ def teacher_hidden(teacher: Any, tokenizer: Any, texts: list[str], layer: int,
                    batch_size: int = 16) -> list[torch.Tensor]:
     """The teacher's hidden states entering ``layer`` for each text alone, ``[S_i, H]``."""
     out = []
+    device = model_device(teacher)
     for start in range(0, len(texts), batch_size):
         rows = [tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
                 for t in texts[start:start + batch_size]]
@@ -217,8 +220,8 @@ def teacher_hidden(teacher: Any, tokenizer: Any, texts: list[str], layer: int,
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
             ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            hs = teacher.model(input_ids=ids, attention_mask=mask,
+        with autocast(device, torch.bfloat16):
+            hs = teacher.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                output_hidden_states=True).hidden_states[layer]
         out += [hs[i, :len(r)].float() for i, r in enumerate(rows)]
     return out

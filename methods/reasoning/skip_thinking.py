@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 from bench.contracts import ReasoningContext, dataclass_settings
-from bench.core.hf import inference_copy
+from bench.core.device import autocast
+from bench.core.hf import inference_copy, model_device
 from methods.reasoning.cot_distill import (
     CoTSFT,
     SFTRecipe,
@@ -72,7 +73,7 @@ def sentence_nlls(model: Any, rows: list[tuple[list[int], list[int]]], pad_id: i
     from methods.instruct.token_kd import TrainExample, collate, response_logits
 
     out: list[torch.Tensor] = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), autocast(model_device(model), torch.bfloat16):
         for start in range(0, len(rows), batch_size):
             chunk = [TrainExample(p, t) for p, t in rows[start:start + batch_size]]
             batch = collate(chunk, pad_id)

@@ -154,7 +154,7 @@ def test_git_state_is_read_once_per_process(monkeypatch):
 
     from bench.core import results
 
-    results._git_state.cache_clear()
+    results.git_state.cache_clear()
     calls = []
     real_run = subprocess.run
 
@@ -169,4 +169,4 @@ def test_git_state_is_read_once_per_process(monkeypatch):
     assert len(calls) == 2  # rev-parse and status, once
     assert (first["git_commit"], first["git_dirty"]) == (second["git_commit"],
                                                           second["git_dirty"])
-    results._git_state.cache_clear()
+    results.git_state.cache_clear()
