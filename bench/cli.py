@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=DEFAULT_RESULTS, help="results directory")
     run.add_argument("--work-dir", type=Path, help="checkpoints and caches (default: cache dir)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    run.add_argument("--allow-dirty", action="store_true",
+                     help="let a checkout with uncommitted changes write into leaderboards/ "
+                     "(its rows are marked +dirty)")
 
     ls = sub.add_parser("ls", help="list methods, suites, losses and assets with citations",
                         description="One line per registered entry, with its citation, and "
@@ -175,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--judge", help="--judge of the runs --seeds starts (align)")
     cmp_.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
                       help="--device of the runs --seeds starts")
+    cmp_.add_argument("--allow-dirty", action="store_true",
+                      help="--allow-dirty of the runs --seeds starts")
     cmp_.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
                       metavar="KEY=VALUE", help="--set of the runs --seeds starts")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
@@ -314,6 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     writable_dir(args.work_dir or cache_dir(), "--work-dir" if args.work_dir
                  else "DISTILLBENCH_CACHE")
+    _refuse_dirty_committed_results(args.out, args.allow_dirty)
     writable_dir(args.out, "--out")
     store = ResultStore(args.out)
     git_state_at_start()
@@ -364,6 +370,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_dirty_committed_results(out: Path, allow_dirty: bool) -> None:
+    """Committed rows must be rebuildable from a commit: a run from a tree with uncommitted
+    changes may not write into the repository's leaderboards/ unless --allow-dirty (the
+    leaderboard then shows '+dirty' beside its commit)."""
+    from bench.core.results import git_state
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        Path(out).resolve().relative_to((repo / "leaderboards").resolve())
+    except ValueError:
+        return  # runs/, a temp folder, ...: anything goes
+    if git_state()[1] and not allow_dirty:
+        raise UsageError(f"--out {out}: the checkout has uncommitted changes, so these rows "
+                         "could not be rebuilt from a commit; commit first, write elsewhere "
+                         "(e.g. --out runs/results), or pass --allow-dirty")
+
+
 def _check_preset(preset: str, metadata: SuiteMetadata) -> None:
     if preset not in metadata.presets:
         raise UsageError(f"--preset {preset}: suite {metadata.name!r} has presets "
@@ -383,7 +406,7 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
             print(f"bench compare: running {method} seed {seed} ({args.preset})", flush=True)
             argv = ["run", "--method", method, "--suite", args.suite, "--seed", str(seed),
                     "--preset", args.preset, "--out", str(args.results),
-                    "--device", args.device]
+                    "--device", args.device] + (["--allow-dirty"] if args.allow_dirty else [])
             if args.dataset:
                 argv += ["--dataset", args.dataset]
             for flag in ("teacher", "student", "judge"):

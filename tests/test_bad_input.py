@@ -186,3 +186,16 @@ def test_compare_options_that_need_seeds_say_so(capsys, tmp_path):
     err = _one_line_error(capsys, main(["compare", "--suite", "instruct", "--methods", "fkl",
                                         "--power", "-1", "--results", str(tmp_path)]))
     assert "--power -1.0: expected a positive difference" in err
+
+
+def test_a_dirty_checkout_may_not_write_committed_rows(toy, capsys, monkeypatch):
+    from pathlib import Path
+
+    import bench.core.results as results
+
+    monkeypatch.setattr(results, "git_state", lambda: ("abc", True))
+    out = Path(__file__).resolve().parent.parent / "leaderboards" / "results-test-never-written"
+    err = _one_line_error(capsys, main([*RUN, "--out", str(out)]))
+    assert "uncommitted changes" in err and "--allow-dirty" in err
+    assert not out.exists()
+    assert main([*RUN, "--out", str(toy / "elsewhere")]) == 0  # outside leaderboards/: fine
