@@ -426,6 +426,32 @@ def _index_line(suite: str, meta: dict[str, Any], b: _Board, file: str) -> str:
     return line
 
 
+def _status_rows(suite: str, meta: dict[str, Any], b: _Board, file: str) -> list[list[str]]:
+    """The index's status rows of one suite (see :func:`write_leaderboards`)."""
+    baseline, alpha = meta.get("baseline"), float(meta.get("alpha", 0.05))
+    rows = []
+    for row in b.rows:
+        # a preset row ("x [cpu-long]") stands against the baseline run at its preset
+        preset = re.fullmatch(r".+ (\[[^\]]+\])", row[0])
+        names = ([f"{baseline} {preset.group(1)}"] if preset else []) + [baseline]
+        base_row = next((r for n in names for r in b.rows if r[0] == n), None)
+        base_mean = b.row_mean.get(base_row) if base_row else None
+        is_base = base_row is not None and row == base_row
+        cells = [b.stats[(*row, ds)] for ds in b.mains if (*row, ds) in b.stats]
+        tested = [c for c in cells if c.p_value is not None]
+        mean = b.row_mean[row]
+        delta = (mean - base_mean) if mean is not None and base_mean is not None else None
+        partial = any(r["implementation"] == "partial" for r in b.row_recs[row])
+        rows.append([f"[{escape_md(suite)}]({quote(file)})", escape_md(row[0]),
+                     escape_md(row[1]), fmt(mean),
+                     "(baseline)" if is_base else escape_md(base_row[0] if base_row
+                                                             else baseline or "—"),
+                     "—" if is_base else fmt(delta, signed=True),
+                     f"{sum(c.significant(alpha) for c in tested)} of {len(tested)}"
+                     if tested else "—", "partial" if partial else "full"])
+    return rows
+
+
 def _resolve_plot(suite: str, spec: str) -> Callable[..., Any]:
     """The ``module:function`` named by a suite's ``plot`` or ``sections`` metadata."""
     module, _, attr = spec.partition(":")
@@ -555,6 +581,17 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
         lines.append(_index_line(suite, meta, board, path.name))
     if not built:
         lines.append("No results yet: run `bench run --method <m> --suite <s>` first.")
+    else:
+        lines += ["", "## Where things stand", "",
+                  "One row per method and suite: its mean main score over the suite's "
+                  "datasets (— where it lacks one), the difference to the suite's baseline, "
+                  "and on how many datasets that difference is significant after the "
+                  "table's correction (of those where a test could be run); partial rows "
+                  "implement their method only in part (see the suite page's notes).", ""]
+        status = [row for suite, meta, _, _, board in built
+                  for row in _status_rows(suite, meta, board, f"{slug(suite)}.md")]
+        lines += markdown_table(["Suite", "Method", "Model", "Mean", "Baseline", "Δ mean",
+                                 "Significant", "Implementation"], status, 3)
     index = out_dir / "README.md"
     write_if_changed(index, "\n".join(lines) + "\n")
     _remove_stale(out_dir, {slug(s) for s in names}, [*written, index])
