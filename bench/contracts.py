@@ -22,7 +22,9 @@ Optional recipe attributes, read through :func:`recipe_option` with the defaults
 :data:`RECIPE_DEFAULTS`: ``settings_keys`` (its own ``--set`` keys), ``setting_specs``
 (their types and ranges, usually :func:`dataclass_settings` of its config; a key without
 one is typed by the value it replaces), ``presets`` (its overrides per preset), ``implementation`` (``full`` or ``partial``), ``uses_teacher``
-(vision), ``needs_rationales`` (reasoning), ``needs_training_data`` (specdec).
+(vision), ``needs_rationales`` (reasoning), ``needs_training_data`` (specdec),
+``check_settings(settings)`` (refuses combinations of settings it cannot run, as a
+one-line usage error before any work).
 
 :func:`resolve_recipe` is the one way to turn a method name into a recipe; a method that
 lacks its suite's hook is a one-line usage error before any work starts. Everything here
@@ -40,6 +42,7 @@ from bench.errors import UsageError
 RECIPE_DEFAULTS: dict[str, Any] = {
     "settings_keys": (), "presets": {}, "implementation": "full", "uses_teacher": False,
     "needs_rationales": False, "needs_training_data": True, "setting_specs": (),
+    "check_settings": None,
 }
 
 

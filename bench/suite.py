@@ -336,6 +336,9 @@ class Suite(ABC):
             spec = meta.setting(key) if key in settable else \
                 typed.get(key) or inferred_setting(key, settings.get(key))
             settings[key] = spec.check(value)
+        check = recipe_option(recipe, "check_settings")
+        if check is not None:  # combinations a recipe cannot run, refused before any work
+            check(settings)
         return settings
 
     @abstractmethod

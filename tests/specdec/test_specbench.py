@@ -348,7 +348,8 @@ def test_offline_categories_have_fixed_disjoint_pools(tiny_chat_model_dir):
     ("draft-lm", ["--set", "draft_layers=1", "--set", "kd_steps=2",
                   "--set", "mixed_precision=no"]),
     ("eagle", ["--set", "max_steps=3", "--set", "mixed_precision=no"]),
-    ("fspad", ["--set", "max_steps=3", "--set", "tree=6,2,2", "--set", "mixed_precision=no"])])
+    ("fspad", ["--set", "max_steps=3", "--set", "tree=6,2,2", "--set", "mixed_precision=no"]),
+    ("pld", ["--set", "max_ngram=2"])])
 def test_tiny_end_to_end(tiny_chat_model_dir, tmp_path, method, extra):
     from bench.cli import main
 
