@@ -21,7 +21,8 @@ in the record's config): greedy responses (bf16 weights) of the method's policy 
 reference policy; ``win_rate`` (ties 0.5) and ``gold_reward`` under the gold reward,
 ``ref_gold_reward`` of the reference policy on the same prompts, ``kl_to_ref`` (mean
 per-token KL(π ‖ π_ref) on the policy's own responses, fp32), ``response_tokens``; with
-``--judge MODEL`` also ``judge_win_rate``. Paired bootstrap on ``win_rate`` against ``dpo``.
+``--judge MODEL`` also ``judge_win_rate``. Each record carries a paired bootstrap interval of
+``win_rate`` against ``dpo``; the leaderboard runs its own tests (:mod:`bench.core.stats`).
 
 Budget: the default preset is sized so that each method fits 30 minutes on 2 cores once
 the preference data is cached; ``aligndistil*`` reuse the ``dpo`` and ``dpo-reverse``

@@ -70,7 +70,7 @@ METADATA = SuiteMetadata(
     description="Offline default (CPU budget): SmolLM2-135M-Instruct teacher; students are "
                 "its first 8 of 30 layers trained 76 steps on 300 teacher responses, then "
                 "judged on 60 test prompts per set (greedy, ROUGE-L F1 against the best "
-                "reference); each row is tested against `sft` by paired bootstrap. "
+                "reference); each row is tested against `sft` (the legend names the test). "
                 "student-init (the untrained 8-layer student) and teacher bound the range. "
                 "Measurement logs: docs/measurements/instruct.md.",
     datasets=(
