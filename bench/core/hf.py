@@ -185,6 +185,15 @@ def forward(model: Any, ids: list[int] | torch.Tensor, cache: Any, *,
 # ------------------------------------------------------------------ padding and copies
 
 
+def quiet_progress() -> None:
+    """Turn off transformers' own per-call progress bars ("Loading weights", "Writing
+    model shards"): runs show their phases with bench's progress bars, and a bar per
+    checkpoint or model load is noise in a normal run."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
     """``(input_ids, attention_mask, position_ids)`` left-padded so the last column is each
     row's final token; positions count real tokens only, so padding changes no score."""

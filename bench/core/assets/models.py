@@ -225,6 +225,9 @@ def load_pretrained(loader: Any, source: str, local: bool, kind: str, **kwargs: 
     with its weight source (:func:`bench.core.hf.mark_source`)."""
     import torch
 
+    from bench.core import hf
+
+    hf.quiet_progress()
     offline = configure_offline()
     try:
         loaded = loader.from_pretrained(source, local_files_only=offline or local, **kwargs)
@@ -236,8 +239,6 @@ def load_pretrained(loader: Any, source: str, local: bool, kind: str, **kwargs: 
             f"(offline mode); pass a local path, or set DISTILLBENCH_ONLINE=1 to download it"
         ) from exc
     if isinstance(loaded, torch.nn.Module):  # cache keys need not re-hash its weights
-        from bench.core import hf
-
         hf.mark_source(loaded, hf.weights_source_key(source, local, loaded))
     return loaded
 
