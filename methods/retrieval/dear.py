@@ -188,7 +188,8 @@ def train_stage1(cfg: DeARConfig, *, queries: dict[str, str], docs: dict[str, st
         ds = [d for _, group, _ in batch for d in group]
         enc = m.encode(qs, ds)
         scores = m(**enc).view(len(batch), -1)
-        teacher_scores = torch.tensor([t for *_, t in batch], dtype=torch.float32)
+        teacher_scores = torch.tensor([t for *_, t in batch], dtype=torch.float32,
+                                      device=scores.device)  # the student may be on a GPU
         loss = dear_pointwise(scores, teacher_scores, alpha=cfg.alpha,
                               temperature=cfg.temperature, main=cfg.main)
         return StepOutput(loss, n_tokens=int(enc["attention_mask"].sum()))
