@@ -19,6 +19,24 @@ computes its loss, and a map-style dataset; the trainer does the rest:
 - a progress bar with loss and tokens/s, and one JSON line of metrics per step in
   ``metrics.jsonl`` (lines past the resumed step are dropped on resume).
 
+Several processes (DDP through ``accelerate launch``; on CPU, gloo). Each process draws its
+own shard of every batch (accelerate's ``BatchSamplerShard``: process ``i`` gets batch
+``i`` of each group of ``num_processes`` batches of ``batch_size``), so ``batch_size`` is
+per process and one optimizer step sees ``batch_size × num_processes × grad_accum``
+examples. DDP averages the processes' gradients, which weights every process's loss
+equally; a loss that is a mean over tokens would then not be the mean over all the step's
+tokens whenever the shards hold different numbers of tokens. A ``step_fn`` that sets
+``StepOutput.mean_over`` (the number of items its loss is a mean over) gets each process's
+loss weighted by ``mean_over / (global mean of mean_over)`` before backward, so the step
+is the one a single process with the whole batch takes (tested against one process on
+CPU: ``tests/core/test_multiprocess.py``); the logged ``loss`` is that global mean and
+``tokens`` the sum over processes. Only the main process writes ``metrics.jsonl``, the
+progress bar and the checkpoint's shared files; each process writes its own RNG files into
+the checkpoint before it is renamed into place. With one process none of this runs: the
+step is the same computation as before. The equivalence needs each epoch's size to be a
+multiple of ``batch_size × num_processes``: accelerate's ``even_batches`` fills the last,
+short batch of an epoch with examples from the epoch's start, so they count twice there.
+
 Checkpoints and trust. The trainer's own files in a checkpoint are plain data: the
 position in ``trainer_state.json`` and each process's RNG states in
 ``trainer_rng_<process>.json`` (Python's and numpy's Mersenne-Twister words as lists,
@@ -93,9 +111,17 @@ class TrainConfig:
 
 @dataclass
 class StepOutput:
+    """What a ``step_fn`` returns. ``n_tokens`` feeds the tokens/s metric only.
+    ``mean_over``: the number of items ``loss`` is a mean over (valid tokens of a
+    token-level loss, examples of a per-example one); with several processes, the trainer
+    weights each process's loss by its share of the global count, so the gradient is the
+    mean over all processes' items (see the module doc). ``None``: every process's loss
+    counts equally (DDP's plain mean). Ignored with one process."""
+
     loss: torch.Tensor
     n_tokens: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    mean_over: int | None = None
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -361,6 +387,9 @@ class Trainer:
         # so the trainer keeps its own copy per process, as JSON.
         (tmp / f"{RNG_FILE}_{self.accelerator.process_index}.json").write_text(
             json.dumps(_rng_states()), encoding="utf-8")
+        # save_state does not wait for the other processes' files (their RNG states, the
+        # trainer's copy above): rename only once every process has written into tmp.
+        self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(
                 {**self.state, "config": asdict(self.cfg)}, indent=2, default=str))
@@ -391,7 +420,8 @@ class Trainer:
         if resumed and self.accelerator.is_main_process:
             print(f"resuming from step {state['step']} "
                   f"({self.latest_checkpoint()})", flush=True)
-        with progress_bar(cfg.max_steps, "train", enabled=cfg.progress,
+        with progress_bar(cfg.max_steps, "train",
+                          enabled=cfg.progress and self.accelerator.is_main_process,
                           done=state["step"]) as advance:
             while state["step"] < cfg.max_steps:
                 batches = (self.accelerator.skip_first_batches(self.loader, state["consumed"])
@@ -434,10 +464,16 @@ class Trainer:
             with (nullcontext() if sync else acc.no_sync(self.model)), acc.autocast():
                 out = self.step_fn(self.model, batch)
             out = out if isinstance(out, StepOutput) else StepOutput(out)
-            acc.backward(out.loss / len(micro))
-            total += out.loss.detach().float() / len(micro)
+            loss = out.loss
+            if acc.num_processes > 1:
+                loss = loss * self._process_weight(out.mean_over)
+            acc.backward(loss / len(micro))
+            total += loss.detach().float() / len(micro)
             tokens += int(out.n_tokens)
             extra.update(out.metrics)
+        if acc.num_processes > 1:  # log the step's loss and tokens, not the main shard's
+            total = acc.reduce(total, reduction="mean")
+            tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), reduction="sum"))
         norm = (acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 if cfg.max_grad_norm else torch.zeros(()))
         finite = bool(acc.reduce(torch.isfinite(total).float() * torch.isfinite(
@@ -467,6 +503,18 @@ class Trainer:
         advance(1, loss=row["loss"], tok_s=round(row["tokens_per_s"]))
         if state["step"] % cfg.checkpoint_every == 0:
             self.save_checkpoint()
+
+    def _process_weight(self, mean_over: int | None) -> float:
+        """This process's loss weight: its ``mean_over`` over the processes' mean of it,
+        so DDP's average of the weighted losses' gradients is the gradient of the mean over
+        all processes' items. 1 when any process gave no count (or all counted 0). Every
+        process joins the gather, whatever it returned, so none waits on another."""
+        acc = self.accelerator
+        mine = -1.0 if mean_over is None else float(mean_over)
+        counts = acc.gather(torch.tensor([mine], dtype=torch.float64, device=acc.device))
+        if bool((counts < 0).any()) or float(counts.sum()) == 0.0:
+            return 1.0
+        return mine * counts.numel() / float(counts.sum())
 
     def _log(self, row: dict[str, Any]) -> None:
         if not self.accelerator.is_main_process:
