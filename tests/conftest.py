@@ -68,3 +68,73 @@ def tiny_chat_model_dir(tmp_path_factory):
     """A 2-layer random Llama with a word-level tokenizer and a minimal chat template."""
     return save_tiny_lm(tmp_path_factory.mktemp("tiny-chat-llama"), [":", *WORDS], chat=True,
                         max_positions=512)
+
+
+TOY_PLUGIN = '''
+"""A toy suite and recipe for CLI tests: run only builds a record, so a run takes ms."""
+REGISTRY = [{"name": "toy-method", "suites": ["toy"], "target": "ToyRecipe",
+             "summary": "a toy recipe", "citation": "none"}]
+
+from bench.core.results import new_record
+from bench.suite import DatasetSpec, Setting, Suite, SuiteMetadata
+
+TOY = SuiteMetadata(
+    name="toy", version="1", summary="a toy suite", citation="none", family="generation",
+    main_score="score", baseline="toy-method",
+    datasets=(DatasetSpec("toy/data", "three items", stands_in_for="nothing"),),
+    settings=(Setting("n_items", "int", 3, "items", min=1),
+              Setting("scale", "float", 1.0, "a factor", min=0, max=10)))
+
+
+class ToyRecipe:
+    settings_keys = ("epochs",)
+
+    def build_model(self, context):
+        return None, "toy-model"
+
+
+class ToySuite(Suite):
+    metadata = TOY
+
+    def run(self, options):
+        from bench.contracts import resolve_recipe
+
+        settings = self.resolve_settings(options, resolve_recipe(options.method, "toy"))
+        n = options.limit or settings["n_items"]
+        scores = {f"i{k}": settings["scale"] * (k % 2) / 10 for k in range(n)}
+        return [new_record(suite="toy", suite_version="1",
+                           dataset={"id": "toy/data", "checksum": "unknown", "split": "test",
+                                    "offline_stand_in": True, "num_items": n},
+                           method=options.method, model="toy-model", seed=options.seed,
+                           preset=options.preset, main_score="score",
+                           metrics={"score": sum(scores.values()) / n, "latency_s": 0.5},
+                           per_item={"score": scores}, config=dict(settings))]
+'''
+
+
+@pytest.fixture
+def plugin_folder(tmp_path, monkeypatch):
+    """A ``DISTILLBENCH_PLUGINS`` folder (and a private cache); the registries read it
+    afresh, and again after the test."""
+    from bench.suite import SUITES
+    from methods import METHODS
+    from methods.losses import LOSSES
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    monkeypatch.setenv("DISTILLBENCH_PLUGINS", str(folder))
+    monkeypatch.setenv("DISTILLBENCH_CACHE", str(tmp_path / "cache"))
+    registries = (METHODS, LOSSES, SUITES)
+    for registry in registries:
+        registry.reset()
+    yield folder
+    monkeypatch.delenv("DISTILLBENCH_PLUGINS")
+    for registry in registries:
+        registry.reset()
+
+
+@pytest.fixture
+def toy(plugin_folder):
+    """The toy plug-in suite installed; returns the test's tmp folder."""
+    (plugin_folder / "toy.py").write_text(TOY_PLUGIN)
+    return plugin_folder.parent

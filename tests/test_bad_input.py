@@ -11,63 +11,6 @@ import textwrap
 import pytest
 
 from bench.cli import main
-from bench.suite import SUITES
-from methods import METHODS
-
-TOY = '''
-REGISTRY = [{"name": "toy-method", "suites": ["toy"], "target": "ToyRecipe",
-             "summary": "a toy recipe", "citation": "none"}]
-
-from bench.core.results import new_record
-from bench.suite import DatasetSpec, Setting, Suite, SuiteMetadata
-
-TOY = SuiteMetadata(
-    name="toy", version="1", summary="a toy suite", citation="none", family="generation",
-    main_score="score", baseline="toy-method",
-    datasets=(DatasetSpec("toy/data", "three items", stands_in_for="nothing"),),
-    settings=(Setting("n_items", "int", 3, "items", min=1),
-              Setting("scale", "float", 1.0, "a factor", min=0, max=10)))
-
-
-class ToyRecipe:
-    settings_keys = ("epochs",)
-
-    def build_model(self, context):
-        return None, "toy-model"
-
-
-class ToySuite(Suite):
-    metadata = TOY
-
-    def run(self, options):
-        from bench.contracts import resolve_recipe
-
-        settings = self.resolve_settings(options, resolve_recipe(options.method, "toy"))
-        n = options.limit or settings["n_items"]
-        scores = {f"i{k}": float(k % 2) for k in range(n)}
-        return [new_record(suite="toy", suite_version="1",
-                           dataset={"id": "toy/data", "checksum": "unknown", "split": "test",
-                                    "offline_stand_in": True, "num_items": n},
-                           method=options.method, model="toy-model", seed=options.seed,
-                           preset=options.preset, main_score="score",
-                           metrics={"score": sum(scores.values()) / n},
-                           per_item={"score": scores}, config=dict(settings))]
-'''
-
-
-@pytest.fixture
-def toy(tmp_path, monkeypatch):
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "toy.py").write_text(TOY)
-    monkeypatch.setenv("DISTILLBENCH_PLUGINS", str(folder))
-    monkeypatch.setenv("DISTILLBENCH_CACHE", str(tmp_path / "cache"))
-    for registry in (METHODS, SUITES):
-        registry.reset()
-    yield tmp_path
-    monkeypatch.delenv("DISTILLBENCH_PLUGINS")
-    for registry in (METHODS, SUITES):
-        registry.reset()
 
 
 def _one_line_error(capsys, code, expected_code=2):

@@ -35,18 +35,8 @@ class SymmetricKL(TokenKD):
 
 
 @pytest.fixture
-def plugins(tmp_path, monkeypatch):
-    """A plug-in folder on DISTILLBENCH_PLUGINS; the registries read it afresh."""
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    monkeypatch.setenv("DISTILLBENCH_PLUGINS", str(folder))
-    registries = (METHODS, LOSSES, SUITES)
-    for registry in registries:
-        registry.reset()
-    yield folder
-    monkeypatch.delenv("DISTILLBENCH_PLUGINS")
-    for registry in registries:
-        registry.reset()
+def plugins(plugin_folder):
+    return plugin_folder
 
 
 def test_a_plugin_method_and_loss_are_listed(plugins, capsys):

@@ -25,12 +25,12 @@ from bench.core.reproduce import (
 from bench.core.results import ResultStore, new_record
 from bench.errors import UsageError
 
-COMMAND = "bench run --method toy-method --suite toyrepro --out leaderboards/results --overwrite"
+COMMAND = "bench run --method toy-method --suite toy --out leaderboards/results --overwrite"
 
 
 def make(metrics=None, *, command=COMMAND, config=None, cpu=None, threads=None, **kw):
     record = new_record(
-        suite="toyrepro", suite_version="1",
+        suite="toy", suite_version="1",
         dataset={"id": "toy/data", "checksum": "unknown", "split": "test",
                  "offline_stand_in": True, "num_items": 3},
         method=kw.pop("method", "toy-method"), model=kw.pop("model", "toy-model"),
@@ -321,12 +321,12 @@ def test_a_stale_record_in_a_given_scratch_is_overwritten(committed, tmp_path):
 
 
 @pytest.mark.parametrize("command, kept", [
-    ("bench run --suite toyrepro --method toy-method --out=elsewhere --work-dir /w",
-     ["run", "--suite", "toyrepro", "--method", "toy-method"]),
-    ("/usr/bin/bench run --method toy-method --suite toyrepro --overw --ou x",
-     ["run", "--method", "toy-method", "--suite", "toyrepro"]),
-    ("python -m bench run --method toy-method --suite toyrepro --set 'x=a b'",
-     ["run", "--method", "toy-method", "--suite", "toyrepro", "--set", "x=a b"]),
+    ("bench run --suite toy --method toy-method --out=elsewhere --work-dir /w",
+     ["run", "--suite", "toy", "--method", "toy-method"]),
+    ("/usr/bin/bench run --method toy-method --suite toy --overw --ou x",
+     ["run", "--method", "toy-method", "--suite", "toy"]),
+    ("python -m bench run --method toy-method --suite toy --set 'x=a b'",
+     ["run", "--method", "toy-method", "--suite", "toy", "--set", "x=a b"]),
 ])
 def test_recorded_command_forms(command, kept):
     argv, source, _ = rebuild_argv(make(command=command), "/scratch")
@@ -335,78 +335,21 @@ def test_recorded_command_forms(command, kept):
 
 
 @pytest.mark.parametrize("command, why", [
-    ("bench compare --suite toyrepro --methods toy-method --seeds 2", "`bench compare`"),
-    ("bench run --method toy-method --suite toyrepro --seed 3", "seed 3 != 0"),
-    ("bench run --method toy-method --suite toyrepro --limit 2", "--limit 2 != None"),
+    ("bench compare --suite toy --methods toy-method --seeds 2", "`bench compare`"),
+    ("bench run --method toy-method --suite toy --seed 3", "seed 3 != 0"),
+    ("bench run --method toy-method --suite toy --limit 2", "--limit 2 != None"),
     ("", "no command recorded"),
     ("bench run --frobnicate", "does not parse"),
 ])
 def test_an_unusable_command_falls_back_to_the_fields(command, why):
     argv, source, notes = rebuild_argv(make(command=command, seed=0), "/s")
     assert source == "rebuilt from record fields"
-    assert argv[:7] == ["run", "--suite", "toyrepro", "--method", "toy-method", "--seed", "0"]
+    assert argv[:7] == ["run", "--suite", "toy", "--method", "toy-method", "--seed", "0"]
     assert argv[-4:] == ["--out", "/s", "--work-dir", "/s/work"]
     assert why in " ".join(notes)
 
 
 # ----------------------------------------------------------------- end to end (toy plug-in)
-
-TOY = '''
-REGISTRY = [{"name": "toy-method", "suites": ["toyrepro"], "target": "ToyRecipe",
-             "summary": "a toy recipe", "citation": "none"}]
-
-from bench.core.results import new_record
-from bench.suite import DatasetSpec, Setting, Suite, SuiteMetadata
-
-TOY = SuiteMetadata(
-    name="toyrepro", version="1", summary="a toy suite", citation="none",
-    family="generation", main_score="score", baseline="toy-method",
-    datasets=(DatasetSpec("toy/data", "three items", stands_in_for="nothing"),),
-    settings=(Setting("n_items", "int", 3, "items", min=1),
-              Setting("scale", "float", 1.0, "a factor", min=0, max=10)))
-
-
-class ToyRecipe:
-    def build_model(self, context):
-        return None, "toy-model"
-
-
-class ToySuite(Suite):
-    metadata = TOY
-
-    def run(self, options):
-        from bench.contracts import resolve_recipe
-
-        settings = self.resolve_settings(options, resolve_recipe(options.method, "toyrepro"))
-        n = options.limit or settings["n_items"]
-        scores = {f"i{k}": settings["scale"] * (k % 2) / 10 for k in range(n)}
-        return [new_record(suite="toyrepro", suite_version="1",
-                           dataset={"id": "toy/data", "checksum": "unknown", "split": "test",
-                                    "offline_stand_in": True, "num_items": n},
-                           method=options.method, model="toy-model", seed=options.seed,
-                           preset=options.preset, main_score="score",
-                           metrics={"score": sum(scores.values()) / n, "latency_s": 0.5},
-                           per_item={"score": scores}, config=dict(settings))]
-'''
-
-
-@pytest.fixture
-def toy(tmp_path, monkeypatch):
-    from bench.suite import SUITES
-    from methods import METHODS
-
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "toyrepro.py").write_text(TOY)
-    monkeypatch.setenv("DISTILLBENCH_PLUGINS", str(folder))
-    monkeypatch.setenv("DISTILLBENCH_CACHE", str(tmp_path / "cache"))
-    for registry in (METHODS, SUITES):
-        registry.reset()
-    yield tmp_path
-    monkeypatch.delenv("DISTILLBENCH_PLUGINS")
-    for registry in (METHODS, SUITES):
-        registry.reset()
-
 
 def _committed_run(toy, monkeypatch, argv):
     """Run ``bench`` ARGV as if from a shell (so the record's command is ARGV)."""
@@ -425,13 +368,13 @@ def _committed_run(toy, monkeypatch, argv):
 def test_end_to_end_through_the_cli_reproduces_exactly(toy, monkeypatch):
     out = str(toy / "committed")
     path = _committed_run(toy, monkeypatch, ["run", "--method", "toy-method", "--suite",
-                                             "toyrepro", "--set", "scale=2", "--limit", "2",
+                                             "toy", "--set", "scale=2", "--limit", "2",
                                              "--out", out])
     before = path.read_bytes()
     report = reproduce(path, scratch=toy / "scratch")
     assert report.ok, format_report(report)
     assert report.argv_source == "recorded command"
-    assert report.argv[:10] == ["run", "--method", "toy-method", "--suite", "toyrepro",
+    assert report.argv[:10] == ["run", "--method", "toy-method", "--suite", "toy",
                                 "--set", "scale=2", "--limit", "2", "--out"]
     assert report.new_record_path.is_file()
     assert str(report.new_record_path).startswith(str(toy / "scratch"))
@@ -443,9 +386,9 @@ def test_end_to_end_through_the_cli_reproduces_exactly(toy, monkeypatch):
 def test_end_to_end_fallback_rebuilds_set_values_from_the_config(toy, monkeypatch):
     out = str(toy / "committed")
     path = _committed_run(toy, monkeypatch, ["run", "--method", "toy-method", "--suite",
-                                             "toyrepro", "--set", "scale=3", "--out", out])
+                                             "toy", "--set", "scale=3", "--out", out])
     record = json.loads(path.read_text())
-    record["provenance"]["command"] = "bench compare --suite toyrepro --methods toy-method"
+    record["provenance"]["command"] = "bench compare --suite toy --methods toy-method"
     path.write_text(json.dumps(record))
     report = reproduce(path, scratch=toy / "scratch")
     assert report.argv_source == "rebuilt from record fields"
@@ -457,7 +400,7 @@ def test_end_to_end_fallback_rebuilds_set_values_from_the_config(toy, monkeypatc
 def test_end_to_end_a_changed_score_is_reported(toy, monkeypatch):
     out = str(toy / "committed")
     path = _committed_run(toy, monkeypatch, ["run", "--method", "toy-method", "--suite",
-                                             "toyrepro", "--out", out])
+                                             "toy", "--out", out])
     record = json.loads(path.read_text())
     record["metrics"]["score"] += 0.05
     path.write_text(json.dumps(record))
