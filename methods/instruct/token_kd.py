@@ -236,7 +236,8 @@ class TokenKD:
 
         def step(model: Any, batch: dict[str, Any]) -> StepOutput:
             loss, parts = self.step_loss(model, batch, cfg, teacher)
-            return StepOutput(loss, n_tokens=int(batch["attention_mask"].sum()), metrics=parts)
+            return StepOutput(loss, n_tokens=int(batch["attention_mask"].sum()), metrics=parts,
+                              mean_over=int(batch["targets"].numel()))  # response tokens
 
         steps = total_steps(len(context.train), cfg.batch_size, cfg.epochs,
                             max_steps=cfg.max_steps)

@@ -158,7 +158,8 @@ def train_sft(model: Any, examples: list[Any], cfg: SFTConfig, out_dir: Path, pa
     def step(m: Any, batch: dict[str, Any]) -> StepOutput:
         ce = F.cross_entropy(response_logits(m, batch).float(), batch["targets"])
         return StepOutput(ce, n_tokens=int(batch["attention_mask"].sum()),
-                          metrics={"ce": float(ce.detach())})
+                          metrics={"ce": float(ce.detach())},
+                          mean_over=int(batch["targets"].numel()))  # response tokens
 
     steps = total_steps(len(examples), cfg.batch_size, cfg.epochs, max_steps=cfg.max_steps)
     train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,

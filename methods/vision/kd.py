@@ -214,7 +214,7 @@ def train_classifier(recipe: Any, student: Any, teacher: Any, cfg: VisionConfig,
         pixels = augment(pixels, cfg.max_shift, cfg.flip)
         progress = trainer.state["step"] / total["steps"]
         loss, parts = recipe.loss(model, pixels, labels, teacher, cfg, progress)
-        return StepOutput(loss, n_tokens=len(labels), metrics=parts)
+        return StepOutput(loss, n_tokens=len(labels), metrics=parts, mean_over=len(labels))
 
     key = hashlib.sha256(json.dumps([VISION_FORMAT, out_name, asdict(cfg), context.teacher_name
                                      if teacher is not None else None,
