@@ -27,6 +27,7 @@ from bench.core.leaderboard import (
     main_metrics,
     markdown_table,
     row_method,
+    seed_mean_items,
 )
 from bench.core.stats import adjust
 from bench.errors import UsageError
@@ -111,9 +112,7 @@ def _power_plan(groups: dict[Any, list[dict[str, Any]]], s: Any, delta: float,
     if s.base is None or s.base == s.key:
         return {"delta": delta, "items": None, "seeds": None, "why": "the baseline row itself"}
     recs, brecs = groups[s.key], groups[s.base]
-    a = {i: v for r in recs for i, v in r["per_item"].get(s.metric, {}).items()}
-    b = {i: v for r in brecs for i, v in r["per_item"].get(s.metric, {}).items()}
-    x, y = paired_arrays(a, b)
+    x, y = paired_arrays(seed_mean_items(recs, s.metric), seed_mean_items(brecs, s.metric))
     sd_items = float((x - y).std(ddof=1)) if len(x) > 1 else 0.0
     sds = [float(np.std([r["metrics"][s.metric] for r in rr], ddof=1)) if len(rr) > 1 else None
            for rr in (recs, brecs)]

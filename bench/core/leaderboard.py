@@ -133,7 +133,7 @@ def main_metrics(records: Iterable[dict[str, Any]]) -> dict[str, str]:
     return {ds: next(iter(names)) for ds, names in sorted(mains.items())}
 
 
-def _items(recs: Sequence[dict[str, Any]], metric: str) -> dict[str, float]:
+def seed_mean_items(recs: Sequence[dict[str, Any]], metric: str) -> dict[str, float]:
     """Per-item scores of ``metric``, each averaged over the seeds that have the item."""
     acc: dict[str, list[float]] = {}
     for r in recs:

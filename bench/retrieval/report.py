@@ -16,19 +16,10 @@ DISTILLED = ("dear-p", "dear-l")
 UNDISTILLED = "dear-student-init"
 
 
-def _per_query(records: list[dict[str, Any]], metric: str) -> dict[str, float]:
-    """Per-query ``metric`` averaged over the records' seeds."""
-    sums: dict[str, list[float]] = {}
-    for r in records:
-        for qid, value in r["per_item"].get(metric, {}).items():
-            sums.setdefault(qid, []).append(float(value))
-    return {q: sum(v) / len(v) for q, v in sums.items()}
-
-
 def undistilled_tables(records: Sequence[dict[str, Any]], *, test: str = "ttest",
                        alpha: float = 0.05) -> list[str]:
     """Markdown lines: one row per (distilled row, dataset) with a matching undistilled row."""
-    from bench.core.leaderboard import TEST_NAMES, escape_md, row_method
+    from bench.core.leaderboard import TEST_NAMES, escape_md, row_method, seed_mean_items
     from bench.core.stats import paired_test
 
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
@@ -48,7 +39,7 @@ def undistilled_tables(records: Sequence[dict[str, Any]], *, test: str = "ttest"
         if method == UNDISTILLED or not base:
             continue
         metric = mine[0]["main_score"]
-        res = paired_test(_per_query(mine, metric), _per_query(base, metric), test=test)
+        res = paired_test(seed_mean_items(mine, metric), seed_mean_items(base, metric), test=test)
         mark = " †" if res.p_value < alpha else ""
         p = "<0.0001" if res.p_value < 1e-4 else f"{res.p_value:.4f}"
         rows.append(f"| {escape_md(row_method(mine[0]))} | {escape_md(model)} | "
