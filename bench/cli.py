@@ -304,7 +304,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Before any work: the device exists, the method runs on this suite and provides its
     # hook, and every --set value has the type and range its setting declares.
     from bench.core.device import set_current
+    from bench.core.distributed import check_launch, is_main
 
+    check_launch()
     set_current(args.device)
     if loss_fn is not None:
         from methods.instruct.token_kd import user_loss_recipe
@@ -329,10 +331,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.limit is not None:  # a partial evaluation is its own dataset, never the full
             record["dataset"]["id"] = limited_id(record["dataset"]["id"], args.limit)
             record["config"]["limit"] = args.limit
+        if not is_main():  # every process holds the same gathered records
+            continue
         path = store.write(record, overwrite=args.overwrite)
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
         print(f"{record['dataset']['id']}: {metrics}  -> {path}")
-    print(f"done in {time.perf_counter() - start:.1f}s; `bench leaderboard` regenerates tables")
+    if is_main():
+        print(f"done in {time.perf_counter() - start:.1f}s; `bench leaderboard` regenerates "
+              "tables")
     return 0
 
 

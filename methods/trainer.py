@@ -19,11 +19,12 @@ computes its loss, and a map-style dataset; the trainer does the rest:
 - a progress bar with loss and tokens/s, and one JSON line of metrics per step in
   ``metrics.jsonl`` (lines past the resumed step are dropped on resume).
 
-Several processes (DDP through ``accelerate launch``; on CPU, gloo). Each process draws its
-own shard of every batch (accelerate's ``BatchSamplerShard``: process ``i`` gets batch
-``i`` of each group of ``num_processes`` batches of ``batch_size``), so ``batch_size`` is
-per process and one optimizer step sees ``batch_size × num_processes × grad_accum``
-examples. DDP averages the processes' gradients, which weights every process's loss
+Several processes (DDP through ``accelerate launch``; on CPU, gloo). ``batch_size`` is the
+global batch: each batch is split into ``num_processes`` equal shards (accelerate's
+``split_batches``), so one optimizer step sees ``batch_size × grad_accum`` examples
+however many processes run, and a recipe's step counts and learning-rate schedule mean the
+same with 1 or N processes (``batch_size`` must be a multiple of the process count; a
+:class:`~bench.errors.UsageError` says so before the model is prepared). DDP averages the processes' gradients, which weights every process's loss
 equally; a loss that is a mean over tokens would then not be the mean over all the step's
 tokens whenever the shards hold different numbers of tokens. A ``step_fn`` that sets
 ``StepOutput.mean_over`` (the number of items its loss is a mean over) gets each process's
@@ -34,7 +35,7 @@ CPU: ``tests/core/test_multiprocess.py``); the logged ``loss`` is that global me
 progress bar and the checkpoint's shared files; each process writes its own RNG files into
 the checkpoint before it is renamed into place. With one process none of this runs: the
 step is the same computation as before. The equivalence needs each epoch's size to be a
-multiple of ``batch_size × num_processes``: accelerate's ``even_batches`` fills the last,
+multiple of ``batch_size``: accelerate's ``even_batches`` fills the last,
 short batch of an epoch with examples from the epoch's start, so they count twice there.
 
 Checkpoints and trust. The trainer's own files in a checkpoint are plain data: the
@@ -275,17 +276,20 @@ def _accelerator(mixed_precision: str) -> Any:
     current), so only ``--device cpu`` on a GPU machine needs ``cpu=True``; elsewhere it
     stays False, as before (on a CPU machine it would turn a ``LOCAL_RANK`` launch into
     gloo DDP)."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.state import AcceleratorState, DistributedType
 
     cpu = current_policy().device.type == "cpu" and cuda_available()
+    loader_cfg = DataLoaderConfiguration(split_batches=True)
     try:
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu,
+                           dataloader_config=loader_cfg)
     except ValueError:
         if AcceleratorState().distributed_type != DistributedType.NO:
             raise
         AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu,
+                           dataloader_config=loader_cfg)
 
 
 def total_steps(n_examples: int, batch_size: int, epochs: int, *, grad_accum: int = 1,
@@ -335,6 +339,30 @@ def check_same_vocabulary(teacher_name: str, teacher_tok: Any, student_name: str
         )
 
 
+class _StepInForward(torch.nn.Module):
+    """The model, with the step function run inside ``forward``.
+
+    DDP reduces gradients only for work done inside its own ``forward``; a step that calls
+    parts of the model (``model.model`` then ``lm_head`` on the response positions only,
+    or a student and a head in turn) would bypass it. Wrapping the model so that DDP's
+    forward runs the whole step keeps every such recipe correct under several processes.
+    ``state_dict``/``load_state_dict`` are the model's own, so checkpoints keep its names
+    and load into one process or many alike."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, step_fn: Callable[..., Any], batch: Any) -> Any:
+        return step_fn(self.model, batch)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.load_state_dict(*args, **kwargs)
+
+
 class Trainer:
     def __init__(self, model: torch.nn.Module, step_fn: Callable[..., Any],
                  dataset: Sequence[Any], cfg: TrainConfig, output_dir: str | os.PathLike[str],
@@ -349,6 +377,11 @@ class Trainer:
         self.step_fn = step_fn
         self.output_dir = Path(output_dir)
         self.accelerator = accelerator or _accelerator(cfg.mixed_precision)
+        processes = self.accelerator.num_processes
+        if cfg.batch_size % processes:
+            raise UsageError(f"batch size {cfg.batch_size} does not split over {processes} "
+                             "processes: set the recipe's batch size (--set) to a multiple "
+                             "of the process count")
         groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
                                       weight_decay=cfg.weight_decay)
@@ -357,8 +390,10 @@ class Trainer:
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size,
                                              sampler=self.sampler,
                                              collate_fn=collate_fn or (lambda items: items))
+        self.step_in_forward = processes > 1
         self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
-            model, optimizer, loader, scheduler)
+            _StepInForward(model) if self.step_in_forward else model, optimizer, loader,
+            scheduler)
         self.state = {"step": 0, "epoch": 0, "consumed": 0, "nonfinite_streak": 0,
                       "skipped_steps": 0}
 
@@ -451,7 +486,8 @@ class Trainer:
             self.save_checkpoint()
         # keep_fp32_wrapper=False: without it the returned model keeps accelerate's autocast
         # forward, so evaluation would silently run in bf16 while results record fp32.
-        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        return model.model if self.step_in_forward else model
 
     def _step(self, micro: list[Any], advance: Callable[..., None]) -> None:
         cfg, state, acc = self.cfg, self.state, self.accelerator
@@ -462,7 +498,8 @@ class Trainer:
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
             with (nullcontext() if sync else acc.no_sync(self.model)), acc.autocast():
-                out = self.step_fn(self.model, batch)
+                out = (self.model(self.step_fn, batch) if self.step_in_forward
+                       else self.step_fn(self.model, batch))
             out = out if isinstance(out, StepOutput) else StepOutput(out)
             loss = out.loss
             if acc.num_processes > 1:

@@ -24,6 +24,13 @@ seeded from (``seed``, the batch's prompt keys): the caller's RNG state is untou
 the same prompts in the same batches give the same samples. Sample ``j`` of a prompt is
 cached under the prompt's key salted with ``j`` (:meth:`GenerationCache.key`); greedy
 entries keep their unsalted keys, so existing caches and callers are unchanged.
+
+Several processes (``accelerate launch``): the batches are spread over the processes and
+gathered (:func:`bench.core.distributed.map_sharded`), so each process returns every
+generation; only the main process writes the cache. Greedy outputs equal one process's
+where a prompt lands in the same batch (batched generation is not batch-invariant:
+left-padding changes with the batch's longest prompt, so a different split of the
+batches may change a token where two logits nearly tie).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.core.distributed import barrier, is_main, map_sharded
 
 
 @dataclass
@@ -191,15 +200,20 @@ class GenerationCache:
         return gen
 
     def put(self, gens: Sequence[Generation]) -> None:
+        """Remember ``gens``; the main process also writes them (the others hold the same
+        entries in memory: every process of a run puts the same gathered generations)."""
         from bench.core.io import append_jsonl, atomic_save_tensors
 
+        writes = is_main()
         for gen in gens:
             key = self.key(gen.prompt_ids, gen.sample)
-            if gen.topk_values is not None:
+            if gen.topk_values is not None and writes:
                 atomic_save_tensors({"values": gen.topk_values, "indices": gen.topk_indices,
                                      "lse": gen.topk_lse},
                                     self.dir / "topk" / f"{key}.safetensors")
             self.items[key] = {"key": key, "output_ids": gen.output_ids, "text": gen.text}
+        if not writes:
+            return
         # Whole lines, after the tensors: a kill loses at most the batch in flight.
         append_jsonl(self.index, [self.items[self.key(g.prompt_ids, g.sample)] for g in gens])
 
@@ -228,16 +242,17 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
         _add_topk(model, tokenizer, [results[i] for i in rescore], topk, batch_size, cache,
                   progress)
     todo.sort(key=lambda i: (len(prompts[i]), i))  # similar lengths share a batch
+    chunks = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
     with progress_bar(len(todo), label, enabled=progress and bool(todo)) as advance:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            gens = generate_batch(model, tokenizer, [prompts[i] for i in chunk],
-                                  max_new_tokens=max_new_tokens, topk=topk)
+        for chunk, gens in map_sharded(chunks, lambda chunk: generate_batch(
+                model, tokenizer, [prompts[i] for i in chunk], max_new_tokens=max_new_tokens,
+                topk=topk)):
             if cache is not None:
                 cache.put(gens)
             for i, gen in zip(chunk, gens, strict=True):
                 results[i] = gen
             advance(len(chunk), new_tokens=sum(len(g.output_ids) for g in gens))
+    barrier()  # the main process's cache files are complete before anyone reads them
     return [r for r in results if r is not None]
 
 
@@ -265,16 +280,16 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], *, n: i
             todo.append(i)
     todo.sort(key=lambda i: (len(prompts[i]), i))
     per_batch = max(1, batch_size // n)
+    chunks = [todo[start:start + per_batch] for start in range(0, len(todo), per_batch)]
     with progress_bar(len(todo), label, enabled=progress and bool(todo)) as advance:
-        for start in range(0, len(todo), per_batch):
-            chunk = todo[start:start + per_batch]
-            rows = [prompts[i] for i in chunk for _ in range(n)]
-            gens = generate_batch(model, tokenizer, rows, max_new_tokens=max_new_tokens,
-                                  sampling=sampling)
+        for chunk, gens in map_sharded(chunks, lambda chunk: generate_batch(
+                model, tokenizer, [prompts[i] for i in chunk for _ in range(n)],
+                max_new_tokens=max_new_tokens, sampling=sampling)):
             for k, gen in enumerate(gens):
                 gen.sample = k % n
                 results[chunk[k // n]][k % n] = gen
             if cache is not None:
                 cache.put(gens)
             advance(len(chunk), new_tokens=sum(len(g.output_ids) for g in gens))
+    barrier()
     return [[g for g in row if g is not None] for row in results]

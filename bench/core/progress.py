@@ -15,7 +15,9 @@ from contextlib import contextmanager
 def progress_bar(total: int, label: str, *, enabled: bool = True, done: int = 0,
                  ) -> Iterator[Callable[..., None]]:
     """Yields ``advance(n=1, **fields)``; extra fields (e.g. ``loss=0.3``) are shown too."""
-    if not enabled or os.environ.get("DISTILLBENCH_PROGRESS", "1") == "0":
+    from bench.core.distributed import is_main
+
+    if not enabled or os.environ.get("DISTILLBENCH_PROGRESS", "1") == "0" or not is_main():
         yield lambda n=1, **fields: None
         return
     from rich.console import Console

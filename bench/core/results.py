@@ -84,7 +84,8 @@ RESULT_SCHEMA: dict[str, Any] = {
                 "git_commit": {"type": "string"},
                 "git_dirty": {"type": "boolean"},
                 "runtime": {"type": "object", "properties": {
-                    "device": {"type": "string"}, "dtype": {"type": "string"}}},
+                    "device": {"type": "string"}, "dtype": {"type": "string"},
+                    "processes": {"type": "integer", "minimum": 2}}},
                 "package_versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "hardware": {"type": "object"},
                 "wall_time_s": {"type": "number", "minimum": 0},
@@ -141,6 +142,10 @@ def collect_provenance(wall_time_s: float, command: str | None = None) -> dict[s
 
     policy = installed()  # set by `bench run --device`; the device the run actually used
     runtime = {"runtime": policy.describe()} if policy is not None else {}
+    from bench.core.distributed import launched_processes, process_count
+
+    if launched_processes() > 1:  # one process needs no field: older records stay valid
+        runtime.setdefault("runtime", {})["processes"] = process_count()
     return {
         **runtime,
         "git_commit": commit,

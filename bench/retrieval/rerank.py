@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from bench.core.distributed import barrier, is_main, map_sharded
 from bench.core.io import append_jsonl, read_jsonl
 from bench.core.progress import progress_bar
 from bench.core.signals import deferred, sigterm_raises
@@ -75,7 +76,7 @@ class ScoreCache:
     def add(self, pairs: Sequence[tuple[str, str]], scores: Sequence[float]) -> None:
         for pair, score in zip(pairs, scores, strict=True):
             self.scores[pair] = float(score)
-        if self.path is None:
+        if self.path is None or not is_main():  # every process adds the same gathered scores
             return
         rows = [{"q": qid, "d": did, "s": float(score)}
                 for (qid, did), score in zip(pairs, scores, strict=True)]
@@ -109,12 +110,13 @@ def rerank_pointwise(
                                      | {docs[d] for _, d in todo}), progress=progress)
         with progress_bar(len(pairs), "rerank", enabled=progress,
                           done=len(pairs) - len(todo)) as advance, torch.inference_mode():
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                scores = reranker.score([queries[q] for q, _ in batch],
-                                        [docs[d] for _, d in batch])
+            batches = [todo[start:start + batch_size] for start in range(0, len(todo),
+                                                                          batch_size)]
+            for batch, scores in map_sharded(batches, lambda batch: reranker.score(
+                    [queries[q] for q, _ in batch], [docs[d] for _, d in batch])):
                 cache.add(batch, scores)
                 advance(len(batch))
+    barrier()  # the main process's cache lines are written before anyone reads them
     return _merge(candidates, {p: cache.scores[p] for p in pairs}, depth)
 
 

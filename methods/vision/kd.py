@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.contracts import VisionContext, dataclass_settings
+from bench.core.distributed import map_sharded
 
 REGISTRY = [
     {"name": "ce", "suites": ["imagenet-lt"], "target": "CrossEntropy",
@@ -136,11 +137,11 @@ def predict(model: Any, data: Any, *, batch_size: int = 512, label: str = "predi
     model.eval()
     out = []
     n = len(data.labels)
+    chunks = [list(range(start, min(n, start + batch_size))) for start in range(0, n, batch_size)]
     with progress_bar(n, label) as advance:
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(n, start + batch_size)))
-            logits, _ = forward_tokens(model, to_pixels(data.batch(idx)))
-            out.append(logits.argmax(-1).numpy())
+        for idx, classes in map_sharded(chunks, lambda idx: forward_tokens(
+                model, to_pixels(data.batch(idx)))[0].argmax(-1).numpy()):
+            out.append(classes)
             advance(len(idx))
     return np.concatenate(out)
 

@@ -63,7 +63,8 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
-    parser.add_argument("--batch-size", type=int, default=3, help="per process")
+    parser.add_argument("--batch-size", type=int, default=6,
+                        help="global batch, split over the processes")
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--examples", type=int, default=24)

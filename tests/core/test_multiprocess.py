@@ -1,9 +1,9 @@
 """Two CPU processes (gloo DDP through ``accelerate launch``) train like one process.
 
 ``mp_train_script.py`` trains a tiny student for 10 steps on 24 examples of 2..12 valid
-tokens with a token-level KL. One process with batch 6 and two processes with batch 3
-each see the same 6 examples per step, but the two shards hold different numbers of
-tokens, so the runs agree only if each process's loss is weighted by its share of the
+tokens with a token-level KL. One process and two processes with the same global batch
+of 6 (the trainer splits it: 3 examples per process) see the same 6 examples per step,
+but the two shards hold different numbers of tokens, so the runs agree only if each process's loss is weighted by its share of the
 step's tokens (``StepOutput.mean_over``). Tolerances (float32 on CPU; the runs differ only
 in summation order): losses 1e-5 relative, weights 1e-5 relative + 1e-6 absolute (seen:
 ~1.5e-7 and ~1.2e-7). An interrupted two-process run resumes to bit-identical weights.
@@ -81,10 +81,11 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("multiprocess")
-    one = _run(root / "one", 1, "--batch-size", str(2 * PER_PROCESS))
-    two = _run(root / "two", 2, "--batch-size", str(PER_PROCESS))
-    cut = _run(root / "cut", 2, "--batch-size", str(PER_PROCESS), "--max-steps", str(CUT))
-    resumed = _run(root / "cut", 2, "--batch-size", str(PER_PROCESS))
+    batch = str(2 * PER_PROCESS)  # the global batch: 2 processes take 3 examples each
+    one = _run(root / "one", 1, "--batch-size", batch)
+    two = _run(root / "two", 2, "--batch-size", batch)
+    cut = _run(root / "cut", 2, "--batch-size", batch, "--max-steps", str(CUT))
+    resumed = _run(root / "cut", 2, "--batch-size", batch)
     return {"root": root, "one": one, "two": two, "cut": cut, "resumed": resumed}
 
 
