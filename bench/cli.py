@@ -212,9 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--scratch", type=Path,
                      help="results folder for the rerun (default: a new temp folder)")
 
-    lb = sub.add_parser("leaderboard", help="regenerate leaderboard markdown from results",
-                        description="Rewrite leaderboards/<suite>.md and README.md from the "
-                        "result files; deterministic, never edited by hand.")
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboard markdown and site from results",
+                        description="Rewrite leaderboards/<suite>.md and README.md, and the "
+                        "static web site leaderboards/site/ (index.html, one page per suite), "
+                        "from the result files; deterministic, never edited by hand.")
     lb.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     lb.add_argument("--out", type=Path, default=DEFAULT_LEADERBOARDS)
     lb.add_argument("--test", choices=TESTS,
@@ -223,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multiple-comparison correction per table (default: holm)")
     lb.add_argument("--allow-empty", action="store_true",
                     help="write the index even when the results folder holds no result")
+    lb.add_argument("--serve", action="store_true",
+                    help="after writing, serve the site on localhost (prints its URL; Ctrl-C "
+                    "stops)")
+    lb.add_argument("--port", type=int, default=8000,
+                    help="port for --serve (default 8000; 0: any free port)")
 
     assets = sub.add_parser("assets", help="check or prepare the offline models and data",
                             description="Offline assets: models and data shipped in packages.")
@@ -434,8 +440,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     override = {k: v for k, v in (("test", args.test), ("correction", args.correction)) if v}
     suites = {e.name: {**e.meta, "title": e.summary, **override} for e in SUITES.entries()}
     for path in write_leaderboards(args.results, args.out, suites=suites,
-                                   allow_empty=args.allow_empty):
+                                   allow_empty=args.allow_empty, site=True):
         print(path)
+    if args.serve:
+        from bench.core.site import serve
+
+        return serve(args.out / "site", args.results, args.port)
     return 0
 
 

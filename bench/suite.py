@@ -15,6 +15,7 @@ work starts. Which recipe runs, and what it must provide, is :mod:`bench.contrac
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +43,53 @@ SCALE_FLAGS = {
 }
 
 
+# Licence identifiers a ``licence`` field may name (SPDX); anything else is written as
+# "see upstream: <url>" (or "<Name> Terms of Use: <url>") rather than guessed.
+LICENCE_IDS = ("Apache-2.0", "MIT", "BSD-3-Clause", "CC0-1.0", "CC-BY-4.0", "CC-BY-SA-3.0",
+               "CC-BY-SA-4.0", "CC-BY-NC-4.0", "CC-BY-NC-SA-4.0",
+               "GPL-2.0-only WITH Classpath-exception-2.0")
+_LICENCE_PART = re.compile(
+    r"(?:(?P<id>[A-Za-z0-9.+ -]+?)|see upstream: https?://\S+|[A-Z][\w -]* Terms of Use: "
+    r"https?://\S+)(?: \((?P<scope>[^()]+)\))?")
+
+
+def check_licence(text: str, *, where: str, required: bool = False) -> str:
+    """``text`` if it is a valid licence statement, else a ``ValueError`` naming ``where``.
+
+    A statement is one or more parts joined by ``"; "``, each an SPDX id of
+    :data:`LICENCE_IDS`, ``"see upstream: <url>"`` or ``"<Name> Terms of Use: <url>"``,
+    optionally followed by what it covers in parentheses: ``"CC-BY-SA-3.0 (BoolQ)"``.
+    Empty means "not stated" (allowed unless ``required``).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: licence must be a string")
+    if not text:
+        if required:
+            raise ValueError(f"{where}: licence is required (an SPDX id or 'see upstream: URL')")
+        return text
+    for part in text.split("; "):
+        m = _LICENCE_PART.fullmatch(part)
+        if m is None or (m.group("id") is not None and m.group("id") not in LICENCE_IDS):
+            raise ValueError(f"{where}: licence part {part!r} is not one of "
+                             f"{', '.join(LICENCE_IDS)}, 'see upstream: URL' or "
+                             "'<Name> Terms of Use: URL' (optionally followed by '(what)')")
+    return text
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset a suite evaluates on. ``stands_in_for`` is set for offline substitutes."""
+    """One dataset a suite evaluates on. ``stands_in_for`` is set for offline substitutes;
+    ``licence`` is the licence or terms of the data it derives from (:func:`check_licence`),
+    shown in every leaderboard's dataset table."""
 
     id: str
     description: str
     stands_in_for: str | None = None
     split: str = "test"
+    licence: str = ""
+
+    def __post_init__(self) -> None:
+        check_licence(self.licence, where=f"dataset {self.id!r}")
 
 
 @dataclass(frozen=True)

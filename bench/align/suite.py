@@ -90,9 +90,11 @@ METADATA = SuiteMetadata(
                 "logs: docs/measurements/align.md.",
     datasets=(DatasetSpec("offline/qa-mix", "NQ-open, TruthfulQA, NarrativeQA prompts with "
                           "reference answers; MiniLM gold reward",
-                          stands_in_for="AlpacaEval-2 / MT-Bench / Arena-Hard"),
+                          stands_in_for="AlpacaEval-2 / MT-Bench / Arena-Hard",
+                          licence="CC-BY-SA-3.0 (NQ-open); Apache-2.0 (TruthfulQA, "
+                                  "NarrativeQA)"),
               DatasetSpec("ultrafeedback", "UltraFeedback binarized (train_prefs pairs, "
-                          "test_prefs prompts)")),
+                          "test_prefs prompts)", licence="MIT (UltraFeedback)")),
     settings=(
         Setting("train_per_task", "int", 50, "training prompts per source (null: all)", min=1,
                 nullable=True),

@@ -75,11 +75,11 @@ METADATA = SuiteMetadata(
                 "Measurement logs: docs/measurements/instruct.md.",
     datasets=(
         DatasetSpec("offline/xsum", "XSum: one-sentence summaries of BBC articles",
-                    stands_in_for="MiniLLM instruction sets"),
+                    stands_in_for="MiniLLM instruction sets", licence="see upstream: https://github.com/EdinburghNLP/XSum (XSum)"),
         DatasetSpec("offline/nq-open", "NQ-open: short answers to open-domain questions",
-                    stands_in_for="MiniLLM instruction sets"),
+                    stands_in_for="MiniLLM instruction sets", licence="CC-BY-SA-3.0 (NQ-open)"),
         DatasetSpec("offline/narrativeqa", "NarrativeQA: answers about story summaries",
-                    stands_in_for="MiniLLM instruction sets"),
+                    stands_in_for="MiniLLM instruction sets", licence="Apache-2.0 (NarrativeQA)"),
     ),
     settings=(
         Setting("train_per_task", "int", 100, "training prompts per set (null: all)", min=1,

