@@ -52,6 +52,9 @@ class Draft(Protocol):
     ``propose_tree(context, config, ...)``: an EAGLE-2 dynamic tree rooted at
     ``context[-1]`` (see :func:`bench.specdec.tree.build_dynamic_tree`, which a draft
     only has to feed with next-token log-probabilities).
+    Optional ``observe(tokens, logits)``: called after every verification pass with the
+    pass's input tokens and the target's logits there (Token Recycling learns from them);
+    its time counts as draft time.
     """
 
     needs_hidden: bool

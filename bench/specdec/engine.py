@@ -228,6 +228,17 @@ def _verify_chain(logits: torch.Tensor, proposal_tokens: list[int], q: torch.Ten
     return k, sample(p[k], generator)
 
 
+def _observe(draft: Draft, tokens: list[int], logits: torch.Tensor, clock: _Clock) -> float:
+    """Show the draft the target's logits at ``tokens`` (drafts that learn from them, such
+    as Token Recycling, define ``observe``); returns the seconds it took."""
+    observe = getattr(draft, "observe", None)
+    if observe is None:
+        return 0.0
+    t0 = clock.now()
+    observe(tokens, logits)
+    return clock.now() - t0
+
+
 def _verify_tree(target: Any, state: _Target, draft: Draft, context: list[int],
                  config: TreeConfig, room: int, stats: DecodeStats, clock: _Clock,
                  ) -> list[int]:
@@ -243,6 +254,8 @@ def _verify_tree(target: Any, state: _Target, draft: Draft, context: list[int],
     positions = torch.tensor([prefix] + [prefix + d for d in tree.depths])
     logits, hidden = hf.forward(target, [context[-1], *tree.tokens], state.cache,
                                 position_ids=positions, mask=mask, hidden=state.want_hidden)
+    observed = _observe(draft, [context[-1], *tree.tokens], logits, clock)
+    stats.draft_time += observed
     path, bonus = greedy_accept(tree, logits.argmax(-1).tolist())
     rows = [0] + [i + 1 for i in path]  # input rows to keep: root and the accepted path
     keep = torch.cat([torch.arange(prefix + 1), torch.tensor(rows[1:], dtype=torch.long)
@@ -253,7 +266,7 @@ def _verify_tree(target: Any, state: _Target, draft: Draft, context: list[int],
             hf.forward(target, [tree.tokens[i] for i in path], state.cache)
     if hidden is not None:
         state.add_hidden(hidden[rows])
-    stats.verify_time += clock.now() - t1
+    stats.verify_time += clock.now() - t1 - observed
     stats.drafted_per_pass.append(len(tree))
     stats.accepted_per_pass.append(len(path))
     return [tree.tokens[i] for i in path] + [bonus]
@@ -300,14 +313,15 @@ def speculative(target: Any, draft: Draft, input_ids: Sequence[int] | torch.Tens
             drafted = proposal.tokens if proposal is not None else []
             logits, hidden = hf.forward(target, [context[-1], *drafted], state.cache,
                                         hidden=state.want_hidden)
+            observed = _observe(draft, [context[-1], *drafted], logits, clock)
             n, extra = _verify_chain(logits, drafted,
                                      proposal.probs if proposal is not None else None,
                                      temperature, generator)
             hf.crop_to(state.cache, len(context) + n)  # context[:-1] + root + d_1..d_n
             if hidden is not None:
                 state.add_hidden(hidden[: n + 1])
-            stats.draft_time += t1 - t0
-            stats.verify_time += clock.now() - t1
+            stats.draft_time += t1 - t0 + observed
+            stats.verify_time += clock.now() - t1 - observed
             stats.drafted_per_pass.append(len(drafted))
             stats.accepted_per_pass.append(n)
             emitted = drafted[:n] + [extra]

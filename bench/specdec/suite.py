@@ -371,5 +371,6 @@ class SpecBenchSuite(Suite):
             suite=self.name, suite_version=self.version, dataset=dataset,
             method=options.method, model=model_name, seed=options.seed,
             preset=options.preset, main_score=self.main_score, metrics=metrics,
-            per_item=per_item, config=config, implementation="full", notes=notes,
+            per_item=per_item, config=config,
+            implementation=context.config.get("implementation", "full"), notes=notes,
             wall_time_s=wall)
