@@ -22,6 +22,14 @@ response token (:mod:`bench.core.generation`). Test responses are generated gree
 weights (students too; ~1.5x faster on AMX CPUs than fp32). Every method trains one student on the union of
 the three training sets and is evaluated on each test set (three records per run).
 
+Cost (every record's ``cost``, :mod:`bench.core.cost`): the parameters of the model that
+generated the row (the student; the teacher for ``teacher``) and its milliseconds per
+response, from a probe after evaluation, because a rerun takes its responses from the
+generation cache: the first 8 test prompts of the set generated once more, uncached, greedy,
+up to ``max_new_tokens`` new tokens, in batches of ``gen_batch_size`` (one batch of 8 at the
+default), with the weights the evaluation used; after a one-token warm-up, the median of up
+to 3 passes, none started once 2 s are spent (so one pass for a real model on a CPU).
+
 Presets (recorded in every result; sizes per task):
 
 =========  =====  ====  ======================================================
@@ -32,6 +40,14 @@ default    100    60    the committed leaderboard; within 20 min per method on 2
 full       all    all   real scale: ``--dataset dolly`` (databricks-dolly-15k via
                         ``datasets``, needs DISTILLBENCH_ONLINE=1) or a local JSONL
 =========  =====  ====  ======================================================
+
+Choosing a recipe (``--set eval_split=validation``): the last ``val_per_task`` (60) items of
+each training pool are held out from training whichever split is scored (at most a third
+of a small pool), and scored instead of the test items under the dataset id
+``<set>@validation``, so defaults are chosen on them and the test split stays untouched.
+``--set teacher_sft_steps=N`` first fine-tunes the teacher on the training references
+(MiniLLM's teacher SFT, :mod:`methods.instruct.teacher_sft`; cached and shared by every
+method and seed, its model name gains ``-sftN``).
 
 Real scale: ``--dataset path/to/file.jsonl`` with ``{"id", "prompt", "references": [...],
 "split": "train"|"test"}`` lines runs any prompt set (e.g. the MiniLLM test sets of Dolly,
@@ -94,6 +110,14 @@ METADATA = SuiteMetadata(
         Setting("gen_batch_size", "int", 32, "prompts generated per batch", min=1),
         Setting("teacher_dtype", "str", "bfloat16", "teacher weights when generating",
                 choices=("float32", "bfloat16", "float16")),
+        Setting("eval_split", "str", "test", "items scored: test, or validation (held out "
+                "from the training pool, for choosing a recipe)",
+                choices=("test", "validation")),
+        Setting("val_per_task", "int", 60, "validation items per set, taken from the end of "
+                "the training pool and never trained on", min=1),
+        Setting("teacher_sft_steps", "int", 0, "fine-tune the teacher on the training "
+                "references first (MiniLLM); 0: the teacher as packaged", min=0),
+        Setting("teacher_sft_lr", "float", 1e-4, "learning rate of that fine-tune", min=0),
     ),
     presets={"smoke": {"train_per_task": 24, "test_per_task": 12}, "default": {},
              "full": {"train_per_task": None, "test_per_task": None}},
@@ -210,6 +234,14 @@ def split(items: list[Any]) -> tuple[list[Any], list[Any]]:
             [it for it in ordered if it.group in test_groups])
 
 
+def held_out(pool: list[Any], n: int) -> tuple[list[Any], list[Any]]:
+    """(training pool without the last ``n`` items, those items): the validation items,
+    never trained on whichever split is scored, so a recipe chosen on them is evaluated
+    on the test split with the same training data. At most a third of a small pool."""
+    n = min(n, len(pool) // 3)
+    return (pool[: len(pool) - n], pool[len(pool) - n:]) if n else (pool, [])
+
+
 def rouge_l(prediction: str, references: tuple[str, ...], scorer: Any) -> float:
     """ROUGE-L F1 against the best reference."""
     return max(scorer.score(ref, prediction)["rougeL"].fmeasure for ref in references)
@@ -227,6 +259,7 @@ class InstructSuite(Suite):
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.contracts import InstructContext, resolve_recipe
         from bench.core.assets import cache_dir, load_causal_lm
+        from bench.core.cost import generation_cost
         from bench.core.generation import GenerationCache, chat_prompt_ids, generate
         from methods.instruct.token_kd import TrainExample, user_loss_recipe
 
@@ -241,12 +274,25 @@ class InstructSuite(Suite):
         train_items, test_sets = [], []
         for task in tasks:
             pool_train, pool_test = task.pools(tokenizer, settings["max_context_tokens"])
+            pool_train, validation = held_out(pool_train, settings["val_per_task"])
             train_items += pool_train[: settings["train_per_task"]]
-            test_sets.append((task, pool_test[: settings["test_per_task"]]))
+            scored = validation if settings["eval_split"] == "validation" else pool_test
+            test_sets.append((task, scored[: settings["test_per_task"]]))
 
+        teacher_sft = None
+        if settings["teacher_sft_steps"]:
+            from bench.core.hf import model_fingerprint
+            from methods.instruct.teacher_sft import fine_tune_teacher
+
+            teacher, teacher_sft = fine_tune_teacher(
+                teacher, tokenizer, train_items, steps=settings["teacher_sft_steps"],
+                lr=settings["teacher_sft_lr"], batch_size=8, work_dir=work_dir,
+                teacher_key=model_fingerprint(teacher))
+            teacher_name = f"{teacher_name}-sft{settings['teacher_sft_steps']}"
         gen_teacher = inference_copy(teacher, settings["teacher_dtype"])
         teacher_key = json.dumps([teacher_name, settings["teacher_dtype"],
-                                  settings["max_new_tokens"], "greedy"])
+                                  settings["max_new_tokens"], "greedy"] +
+                                 ([teacher_sft["checkpoint_dir"]] if teacher_sft else []))
         teacher_cache = GenerationCache(work_dir / "generations", teacher_key)
         prompts = [chat_prompt_ids(tokenizer, it.prompt) for it in train_items]
         responses = generate(gen_teacher, tokenizer, prompts,
@@ -260,6 +306,8 @@ class InstructSuite(Suite):
                                   tokenizer=tokenizer, train=examples)
         context.config["seconds"] = {"setup_and_teacher_responses":
                                      round(time.perf_counter() - start, 1)}
+        if teacher_sft is not None:
+            context.config["teacher_sft"] = teacher_sft
         t_train = time.perf_counter()
         model, model_name = recipe.build_model(context)
         context.config["seconds"]["train"] = round(time.perf_counter() - t_train, 1)
@@ -287,9 +335,13 @@ class InstructSuite(Suite):
             scores = {it.id: rouge_l(g.text, it.references, scorer)
                       for it, g in zip(items, gens, strict=True)}
             lengths = {it.id: float(len(g.output_ids)) for it, g in zip(items, gens, strict=True)}
+            cost = generation_cost(model, tokenizer, [chat_prompt_ids(tokenizer, it.prompt)
+                                                      for it in items],
+                                   max_new_tokens=settings["max_new_tokens"],
+                                   batch_size=settings["gen_batch_size"])
             records.append(self._record(options, settings, task, items, model_name, scores,
                                         lengths, context, gens,
-                                        train_seconds + time.perf_counter() - t0))
+                                        train_seconds + time.perf_counter() - t0, cost))
         return records
 
     @staticmethod
@@ -310,12 +362,14 @@ class InstructSuite(Suite):
     def _record(self, options: RunOptions, settings: dict[str, Any], task: Task,
                 items: list[Item], model_name: str, scores: dict[str, float],
                 lengths: dict[str, float], context: Any, gens: list[Any],
-                wall: float) -> dict[str, Any]:
+                wall: float, cost: dict[str, Any]) -> dict[str, Any]:
         from bench.core.results import new_record
 
         checksum = hashlib.sha256(json.dumps([[it.id, it.prompt, it.references]
                                               for it in items]).encode()).hexdigest()
-        dataset = {"id": task.dataset_id, "checksum": f"sha256:{checksum}", "split": "test",
+        split = settings["eval_split"]
+        dataset = {"id": task.dataset_id + ("@validation" if split == "validation" else ""),
+                   "checksum": f"sha256:{checksum}", "split": split,
                    "offline_stand_in": task.offline_stand_in,
                    "stands_in_for": self.datasets[0].stands_in_for if task.offline_stand_in
                    else None, "num_items": len(items)}
@@ -335,4 +389,4 @@ class InstructSuite(Suite):
             preset=options.preset, main_score=self.main_score, metrics=metrics,
             per_item={"rougeL": scores, "response_tokens": lengths}, config=config,
             implementation=context.config.get("implementation", "full"), notes=notes,
-            wall_time_s=wall)
+            wall_time_s=wall, cost=cost)

@@ -201,3 +201,31 @@ def test_cached_responses_without_logits_get_them_by_a_forward_pass(tiny_chat_mo
         torch.testing.assert_close(b.topk_lse, a.topk_lse, rtol=1e-4, atol=1e-4)
     again = GenerationCache(tmp_path, "tiny").get(prompts[0], 5)
     assert again is not None and again.topk_lse is not None
+
+
+def test_validation_split_and_teacher_fine_tune(tiny_chat_model_dir, tmp_path):
+    """``eval_split=validation`` scores held-out training-pool items under their own dataset
+    id; ``teacher_sft_steps`` fine-tunes the teacher once (cached) and names it."""
+    from bench.instruct.suite import held_out
+
+    assert held_out(list(range(10)), 2) == (list(range(8)), [8, 9])
+    assert held_out(list(range(6)), 60) == ([0, 1, 2, 3], [4, 5])  # at most a third
+    common = ["--suite", "instruct", "--preset", "smoke", "--teacher", str(tiny_chat_model_dir),
+              "--out", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work"),
+              "--limit", "2", "--set", "max_new_tokens=3", "--set", "train_per_task=3",
+              "--set", "gen_batch_size=4", "--set", "max_context_tokens=16",
+              "--set", "eval_split=validation", "--set", "val_per_task=2",
+              "--set", "teacher_sft_steps=2"]
+    assert main(["run", "--method", "teacher", *common]) == 0
+    records = [json.loads(f.read_text()) for f in (tmp_path / "results").rglob("*.json")]
+    assert len(records) == 3
+    for record in records:
+        assert record["dataset"]["id"].endswith("@validation@limit2")
+        assert record["dataset"]["split"] == "validation"
+        assert record["model"].endswith("-sft2")
+        assert record["config"]["teacher_sft"]["steps"] == 2
+    tuned = list((tmp_path / "work").rglob("teacher-sft/*/metrics.jsonl"))
+    assert len(tuned) == 1 and len(tuned[0].read_text().splitlines()) == 2
+    # a second method reuses the fine-tuned teacher: no new teacher training
+    assert main(["run", "--method", "student-init", *common, "--set", "student_layers=1"]) == 0
+    assert len(tuned[0].read_text().splitlines()) == 2
