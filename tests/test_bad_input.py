@@ -142,3 +142,31 @@ def test_a_dirty_checkout_may_not_write_committed_rows(toy, capsys, monkeypatch)
     assert "uncommitted changes" in err and "--allow-dirty" in err
     assert not out.exists()
     assert main([*RUN, "--out", str(toy / "elsewhere")]) == 0  # outside leaderboards/: fine
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "eagle", "--set", "draft_vocab=-5"], "--set draft_vocab=-5: expected an integer >= 0"),
+    (["--method", "pld", "--set", "max_ngram=0"], "--set max_ngram=0"),
+    (["--method", "pld", "--set", "k=0"], "--set k=0"),
+    (["--method", "recycling", "--set", "candidates=0"], "--set candidates=0"),
+])
+def test_bad_speculative_settings_are_one_line_errors_before_any_work(tmp_path, capsys, argv,
+                                                                      message):
+    out = tmp_path / "results"
+    err = _one_line_error(capsys, main(["run", "--suite", "specbench", *argv, "--out", str(out),
+                                        "--work-dir", str(tmp_path / "work")]))
+    assert message in err
+    assert not out.exists() and not (tmp_path / "work" / "specbench").exists()
+
+
+def test_a_draft_vocabulary_larger_than_the_target_s_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from bench.errors import UsageError
+    from conftest import tiny_llama
+    from methods.specdec.drafts import Eagle
+
+    context = SimpleNamespace(target=tiny_llama(32), settings={"draft_vocab": 33},
+                              options=SimpleNamespace(preset="default", seed=0))
+    with pytest.raises(UsageError, match="draft_vocab=33: the target's vocabulary has 32"):
+        Eagle().build_draft(context)

@@ -195,6 +195,10 @@ class FeatureHeadRecipe:
 
         cfg = self.config(context)
         target = context.target
+        vocab = int(target.get_output_embeddings().weight.shape[0])
+        if cfg.draft_vocab > vocab:
+            raise UsageError(f"--set draft_vocab={cfg.draft_vocab}: the target's vocabulary "
+                             f"has {vocab} tokens; use 1..{vocab}, or 0 for all of them")
         store = target_features(target, context.train, context.work_dir / "features",
                                 dtype=cfg.feature_dtype)
         head = self.train_head(HEADS[self.kind], HeadConfig.from_target(target.config), store,
