@@ -162,8 +162,9 @@ def test_bad_speculative_settings_are_one_line_errors_before_any_work(tmp_path, 
 def test_a_draft_vocabulary_larger_than_the_target_s_is_refused(tmp_path):
     from types import SimpleNamespace
 
-    from bench.errors import UsageError
     from conftest import tiny_llama
+
+    from bench.errors import UsageError
     from methods.specdec.drafts import Eagle
 
     context = SimpleNamespace(target=tiny_llama(32), settings={"draft_vocab": 33},
