@@ -162,14 +162,17 @@ def collect_provenance(wall_time_s: float, command: str | None = None) -> dict[s
 @functools.cache
 def git_state() -> tuple[str, bool]:
     """(HEAD, dirty) of the checkout, read once per process: ``bench run`` reads it when it
-    starts, so a record names the code the run imported, not edits made while it ran."""
+    starts, so a record names the code the run imported, not edits made while it ran.
+    ``leaderboards/`` (result records and the pages made from them) is output, not code:
+    a run that rewrote a committed record leaves the next run of the same commit clean."""
     repo = Path(__file__).resolve().parents[2]  # bench/core/results.py -> the checkout
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)leaderboards"],
             cwd=repo, capture_output=True, text=True, timeout=10,
         ).stdout
     except (OSError, subprocess.SubprocessError):
