@@ -24,6 +24,14 @@ per-token KL(π ‖ π_ref) on the policy's own responses, fp32), ``response_tok
 ``--judge MODEL`` also ``judge_win_rate``. Each record carries a paired bootstrap interval of
 ``win_rate`` against ``dpo``; the leaderboard runs its own tests (:mod:`bench.core.stats`).
 
+Cost (the record's ``cost``, :mod:`bench.core.cost`): the parameters of the policy as it
+generates (LoRA policies are merged after training, so they have the reference's size) and
+its milliseconds per response from a probe after evaluation, since a rerun takes the responses
+from the generation cache: the first 8 test prompts generated once more, uncached, greedy,
+up to ``max_new_tokens`` new tokens, in batches of ``gen_batch_size``, bf16 weights as in
+evaluation; after a one-token warm-up, the median of up to 3 passes, none started once 2 s
+are spent (so one pass for a real model on a CPU).
+
 Budget: the default preset is sized so that each method fits 30 minutes on 2 cores once
 the preference data is cached; ``aligndistil*`` reuse the ``dpo`` and ``dpo-reverse``
 models (and train them first when none are cached). The sizing probe and the measured
@@ -167,7 +175,9 @@ class AlignSuite(Suite):
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.align.evaluation import GoldReward
         from bench.core.assets import cache_dir, load_bi_encoder, load_causal_lm
+        from bench.core.cost import generation_cost
         from bench.core.device import current as current_policy
+        from bench.core.generation import chat_prompt_ids
 
         start = time.perf_counter()
         if options.teacher:
@@ -194,8 +204,12 @@ class AlignSuite(Suite):
                                       reward, work_dir)
         seconds["evaluate"] = round(time.perf_counter() - t0, 1)
         context.config.update({"seconds": seconds, "preferences": pref_stats})
+        cost = generation_cost(inference_copy(model), tokenizer,
+                               [chat_prompt_ids(tokenizer, it.prompt) for it in test],
+                               max_new_tokens=settings["max_new_tokens"],
+                               batch_size=settings["gen_batch_size"])
         return [self._record(options, settings, dataset_id, test, model_name, scores, gens,
-                             context, time.perf_counter() - start)]
+                             context, time.perf_counter() - start, cost)]
 
     def _data(self, options: RunOptions, settings: dict[str, Any], reference: Any,
               tokenizer: Any, reward: Any, work_dir: Path
@@ -316,7 +330,8 @@ class AlignSuite(Suite):
 
     def _record(self, options: RunOptions, settings: dict[str, Any], dataset_id: str,
                 test: list[Item], model_name: str, scores: dict[str, dict[str, float]],
-                gens: list[Any], context: Any, wall: float) -> dict[str, Any]:
+                gens: list[Any], context: Any, wall: float, cost: dict[str, Any]
+                ) -> dict[str, Any]:
         from bench.align.evaluation import GoldReward
         from bench.core.results import new_record
 
@@ -352,4 +367,4 @@ class AlignSuite(Suite):
             per_item=scores, config=config,
             implementation=recipe_option(resolve_recipe(options.method, self.name),
                                          "implementation"),
-            notes=notes, wall_time_s=wall)
+            notes=notes, wall_time_s=wall, cost=cost)

@@ -3,7 +3,9 @@
 A record carries everything needed to trust and regenerate a leaderboard row: metrics,
 per-item scores (for paired significance tests), the config and preset, which dataset it ran
 on (id, checksum, and whether it is an offline stand-in for a real benchmark), the suite
-version, and provenance (package versions, git commit, hardware, wall time, date).
+version, provenance (package versions, git commit, hardware, wall time, date) and, in
+records written since it was added, the row's ``cost`` (:mod:`bench.core.cost`: parameters
+of the evaluated model, milliseconds per item on that hardware, and what an item is).
 
 Writes are atomic (temp file in the same directory, fsync, then a no-clobber hard link or
 ``os.replace``), so a crash never leaves a partial file, and an existing result is never
@@ -34,6 +36,18 @@ from bench.errors import SchemaError
 SCHEMA_VERSION = 1
 _NAME = {"type": "string", "minLength": 1}
 _NUMBER = {"type": "number"}
+# Optional (older records lack it): the evaluated model's size and time per item.
+_COST = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["parameters", "ms_per_item", "per"],
+    "properties": {
+        "parameters": {"type": ["integer", "null"], "minimum": 0},
+        "ms_per_item": {"type": ["number", "null"], "minimum": 0},
+        # what one item is and under which conditions (tokens, batch, dtype, how timed)
+        "per": _NAME,
+    },
+}
 
 RESULT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -77,6 +91,7 @@ RESULT_SCHEMA: dict[str, Any] = {
         # "partial" rows are flagged in every leaderboard; notes say what is missing.
         "implementation": {"enum": ["full", "partial"]},
         "notes": {"type": "array", "items": {"type": "string"}},
+        "cost": _COST,
         "provenance": {
             "type": "object",
             "required": ["git_commit", "package_versions", "hardware", "wall_time_s", "date"],
@@ -127,6 +142,9 @@ def _iter_numbers(record: dict[str, Any]) -> Iterable[tuple[str, float]]:
     for metric, items in record["per_item"].items():
         for item, v in items.items():
             yield f"per_item/{metric}/{item}", float(v)
+    ms = record.get("cost", {}).get("ms_per_item")
+    if ms is not None:
+        yield "cost/ms_per_item", float(ms)
 
 
 def collect_provenance(wall_time_s: float, command: str | None = None) -> dict[str, Any]:
@@ -322,8 +340,10 @@ def new_record(
     notes: list[str] | None = None,
     wall_time_s: float = 0.0,
     command: str | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble and validate a record, filling in provenance."""
+    """Assemble and validate a record, filling in provenance; ``cost`` (from
+    :func:`bench.core.cost.cost_entry`) is left out of the record when None."""
     record = {
         "schema_version": SCHEMA_VERSION,
         "suite": suite,
@@ -342,5 +362,7 @@ def new_record(
         "notes": list(notes or []),
         "provenance": collect_provenance(wall_time_s, command),
     }
+    if cost is not None:
+        record["cost"] = dict(cost)
     validate(record)
     return record

@@ -25,7 +25,7 @@ the three training sets and is evaluated on each test set (three records per run
 Cost (every record's ``cost``, :mod:`bench.core.cost`): the parameters of the model that
 generated the row (the student; the teacher for ``teacher``) and its milliseconds per
 response, from a probe after evaluation, because a rerun takes its responses from the
-generation cache: the first 8 test prompts of the set generated once more, uncached, greedy,
+generation cache: the first 8 evaluated prompts generated once more, uncached, greedy,
 up to ``max_new_tokens`` new tokens, in batches of ``gen_batch_size`` (one batch of 8 at the
 default), with the weights the evaluation used; after a one-token warm-up, the median of up
 to 3 passes, none started once 2 s are spent (so one pass for a real model on a CPU).

@@ -12,6 +12,13 @@ batches of ``eval_batch_size`` (16) for accuracy, which costs a fraction of batc
 answer from the generated ids in both modes. Each result also records a paired bootstrap
 of ``exact_match`` against ``cot-sft``.
 
+Cost (every record's ``cost``, :mod:`bench.core.cost`): the parameters of what answers
+(the student; the teacher for ``teacher``; for ``semcot`` its generator plus the frozen
+teacher, and for ``teacher-direct`` the teacher, since those run for every answer) and its
+milliseconds per answer: the mean ``latency_s`` above, measured directly (lm-eval caches
+nothing), batch 1, on the first ``latency_items`` test answers (every answer for the
+one-at-a-time pipelines); ``null`` when no answer was timed.
+
 Datasets (each method trains and is judged per dataset; one record per dataset):
 
 - ``offline/arith-2x2-digits`` (default), ``offline/arith-3x3``, ``offline/arith-4x4``,
@@ -322,12 +329,14 @@ class GSM8KSuite(Suite):
             work_dir, system_instruction=COT_INSTRUCTION if chat else None)
         seconds["evaluate"] = round(time.perf_counter() - t1, 1)
         return self._record(options, settings, ds, rows, model_name, context, teacher_info,
-                            protocol, seconds, time.perf_counter() - t0)
+                            protocol, seconds, time.perf_counter() - t0,
+                            _cost(model, rows, protocol))
 
     def _record(self, options: RunOptions, settings: dict[str, Any], ds: Dataset,
                 rows: list[dict[str, Any]], model_name: str, context: Any,
                 teacher_info: dict[str, Any], protocol: dict[str, Any],
-                seconds: dict[str, float], wall: float) -> dict[str, Any]:
+                seconds: dict[str, float], wall: float, cost: dict[str, Any]
+                ) -> dict[str, Any]:
         from bench.core.results import new_record
 
         metric_names = ("exact_match", "exact_match_flexible", "generated_tokens", "latency_s")
@@ -353,7 +362,28 @@ class GSM8KSuite(Suite):
             method=options.method, model=model_name, seed=options.seed,
             preset=options.preset, main_score=self.main_score, metrics=metrics,
             per_item=per_item, config=config, implementation=recipe_impl, notes=notes,
-            wall_time_s=wall)
+            wall_time_s=wall, cost=cost)
+
+
+def _cost(model: Any, rows: list[dict[str, Any]], protocol: dict[str, Any]) -> dict[str, Any]:
+    """The record's cost: the parameters of every model that runs per answer (a pipeline
+    such as SemCoT's generator + teacher holds them as attributes) and the mean of the
+    batch-1 latencies the evaluation measured."""
+    from bench.core.cost import cost_entry, parameter_count, weights_dtype
+
+    timed = [r["latency_s"] for r in rows if "latency_s" in r]
+    pipeline = hasattr(model, "answer")  # answers with its own models, as they are
+    dtype = weights_dtype(model) if pipeline else "fp32"  # evaluate_model's float copy
+    if not timed:
+        how = "not timed: latency_items=0"
+    elif pipeline or len(timed) == len(rows):
+        how = "every test answer timed one at a time during evaluation"
+    else:
+        how = f"the first {len(timed)} test answers timed one at a time during evaluation"
+    per = (f"answer of up to {protocol['max_gen_toks']} new tokens, greedy, batch 1, "
+           f"{dtype} weights ({how})")
+    ms = sum(timed) / len(timed) * 1000.0 if timed else None
+    return cost_entry(parameter_count(model), ms, per)
 
 
 class SkippedDataset(UsageError):

@@ -24,7 +24,10 @@ RetrievalContext) -> [(row name, reranker | None, model name), ...]``, one row p
 leaderboard row the run yields (DeAR: the undistilled student, DeAR-P, DeAR-L); a reranker
 is pointwise or listwise (``bench.retrieval.rerank``), ``None`` keeps the BM25 candidates.
 It may list extra ``--set`` keys in ``settings_keys``. Each row records its reranking seconds per
-query. The baselines live in ``methods/retrieval/baselines.py``: ``bm25``, ``minilm``,
+query, and its ``cost``: the reranker's parameters and milliseconds per query, probed
+uncached after evaluation for pointwise rerankers (their scores are cached), timed as they
+run for listwise ones (:mod:`bench.retrieval.costs` says exactly how). The baselines live
+in ``methods/retrieval/baselines.py``: ``bm25``, ``minilm``,
 ``rerank-teacher`` (the teacher row: whatever ``--teacher`` names, resolved by
 ``bench.retrieval.teachers.load_teacher_reranker`` exactly as DeAR resolves its teacher)
 and ``llm-zeroshot``.
@@ -38,6 +41,7 @@ from typing import Any
 
 from bench.contracts import RetrievalContext, resolve_recipe
 from bench.retrieval.collections import Collection, load_collection
+from bench.retrieval.costs import RowCosts
 from bench.suite import RunOptions, Suite
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -96,10 +100,10 @@ class RetrievalSuite(Suite):
                    "offline_stand_in": collection.offline_stand_in,
                    "stands_in_for": collection.stands_in_for, "num_items": len(qrels)}
         records = []
+        costs = RowCosts(queries, candidates, collection.docs, context.settings)
         for label, reranker, model in rows:
-            row_start = time.perf_counter()
-            run, notes, extra = self._rerank(reranker, context, queries, candidates)
-            seconds = time.perf_counter() - row_start
+            (run, notes, extra), seconds, cost = costs.measure(
+                reranker, lambda r=reranker: self._rerank(r, context, queries, candidates))
             means, per_query, missing = evaluate_run(qrels, run, METRICS)
             notes = [*context.notes, *notes]
             if missing:
@@ -112,7 +116,7 @@ class RetrievalSuite(Suite):
                 model=model, seed=options.seed, preset=options.preset,
                 main_score=self.main_score, metrics=means, per_item=per_query, config=config,
                 implementation=context.config.get("implementation", "full"), notes=notes,
-                wall_time_s=setup_seconds + seconds,
+                wall_time_s=setup_seconds + seconds, cost=cost,
             ))
         return records
 

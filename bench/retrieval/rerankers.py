@@ -49,6 +49,11 @@ class BiEncoderReranker:
             self._memo.update(zip(new, vectors, strict=True))
         return [self._memo[t] for t in texts]
 
+    def forget(self) -> None:
+        """Drop the memoised embeddings, so the next scores are computed afresh (a cost
+        probe times the encoding, not a dictionary lookup)."""
+        self._memo = {}
+
     def prefetch(self, texts: Sequence[str], progress: bool = True) -> None:
         """Encode many texts in length-sorted passes (faster than pair batches)."""
         from bench.core.progress import progress_bar

@@ -19,6 +19,7 @@ Metrics of a group of items (a category, or all):
   (mean per item), ``lossless`` (1.0 when every greedy output equals plain decoding's).
 
 Per item: ``speedup``, ``tau``, ``tokens_per_s``, ``new_tokens`` (for paired tests).
+A record's ``cost`` (:func:`record_cost`) is the mean speculative wall time per item.
 
 Sampling pass (the suite's ``speed_temperature``, default 1.0; 0 switches it off): the same
 items decoded again at that temperature, plain sampling (A) against speculative sampling
@@ -149,6 +150,26 @@ def per_item_scores(results: Sequence[ItemResult]) -> dict[str, dict[str, float]
                          for r in results},
         "new_tokens": {r.id: float(r.new_tokens) for r in results},
     }
+
+
+def record_cost(parameters: int, results: Sequence[ItemResult], draft: Any, target: Any,
+                settings: dict[str, Any], tree: Any) -> dict[str, Any]:
+    """A record's ``cost`` (:mod:`bench.core.cost`): the draft's own parameters and the
+    mean speculative (greedy) wall time per prompt, the one the speedup is computed from."""
+    from bench.core.cost import cost_entry, ms_per_item, weights_dtype
+
+    if draft is None:
+        decoding = "plain decoding (no draft)"
+    elif tree is not None:
+        decoding = (f"speculative decoding, tree of {tree.total_tokens} tokens, depth "
+                    f"{tree.depth}, top-{tree.top_k}")
+    else:
+        decoding = f"speculative decoding, chain of k={settings['k']}"
+    per = (f"prompt: up to {settings['max_new_tokens']} new tokens per turn, up to "
+           f"{settings['max_turns']} turns, greedy {decoding}, batch 1, "
+           f"{weights_dtype(target)} target (timed during evaluation)")
+    return cost_entry(parameters, ms_per_item(sum(r.spec_time for r in results),
+                                              len(results)), per)
 
 
 def _cells(counts: Counter, p: torch.Tensor, runs: int) -> tuple[list[float], list[float]]:

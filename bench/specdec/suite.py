@@ -20,6 +20,13 @@ config (``lossless``: every greedy output identical to plain decoding's, token f
 and the per-item flags); the ``all`` record also carries the speculative-sampling
 chi-square test (``sampling_check``, p-value also as metric ``sampling_p``).
 
+Cost (every record's ``cost``, :mod:`bench.core.cost`): the parameters of the draft that
+the target does not already hold (the draft LM, the EAGLE / FSPAD head without the
+target's embeddings and LM head it reads; 0 for ``ar`` and for training-free drafts such
+as ``pld``) and the milliseconds per prompt of speculative decoding (all turns, greedy,
+batch 1): the mean of the speculative wall times the suite measures for ``speedup`` over
+the record's prompts, so no probe is needed (decoding is never cached).
+
 Presets (recorded in every result):
 
 =======  ==================================================================================
@@ -312,6 +319,9 @@ class SpecBenchSuite(Suite):
                                       seed=options.seed)
             seconds["sampling_check"] = round(time.perf_counter() - t0, 1)
         context.config["seconds"] = seconds
+        from bench.core.cost import parameter_count
+
+        draft_parameters = parameter_count(draft, exclude=target)  # 0 without a draft model
         wall = time.perf_counter() - start
         by_id = {r.id: r for r in results}
         groups = [(f"{prefix}{c}", c, items) for c, items in tests if items]
@@ -320,14 +330,16 @@ class SpecBenchSuite(Suite):
         return [self._record(options, settings, ds, cat, items,
                              [by_id[it.id] for it in items], offline, model_name, context,
                              check if cat == "all" or len(groups) == 1 else None, wall, tree,
-                             [sampled[it.id] for it in items if it.id in sampled])
+                             [sampled[it.id] for it in items if it.id in sampled],
+                             ev.record_cost(draft_parameters, [by_id[it.id] for it in items],
+                                            draft, target, settings, tree))
                 for ds, cat, items in groups]
 
     def _record(self, options: RunOptions, settings: dict[str, Any], dataset_id: str,
                 category: str, items: list[Any], results: list[Any], offline: bool,
                 model_name: str,
                 context: Any, check: dict[str, Any] | None, wall: float, tree: Any,
-                sampled: list[Any]) -> dict[str, Any]:
+                sampled: list[Any], cost: dict[str, Any]) -> dict[str, Any]:
         import torch
 
         from bench.core.results import new_record
@@ -373,4 +385,4 @@ class SpecBenchSuite(Suite):
             preset=options.preset, main_score=self.main_score, metrics=metrics,
             per_item=per_item, config=config,
             implementation=context.config.get("implementation", "full"), notes=notes,
-            wall_time_s=wall)
+            wall_time_s=wall, cost=cost)

@@ -16,6 +16,11 @@ Datasets:
 - ``imagenet-lt``: ImageNet-LT from an ImageNet folder and the split lists
   (``--set imagenet_root=DIR --set lt_lists=DIR``); standard shot groups.
 
+Cost (the record's ``cost``, :mod:`bench.core.cost`): the parameters of the model that
+predicted the row (the student; the teacher for ``teacher``) and its milliseconds per test
+image, measured directly: prediction is never cached, so the evaluation itself is timed
+(the whole test set in batches of ``eval_batch_size``, batch assembly included).
+
 Presets (recorded in every result):
 
 =======  =============================================================================
@@ -148,16 +153,19 @@ class ImageNetLTSuite(Suite):
         t0 = time.perf_counter()
         pred = predict(model, test, batch_size=int(settings["eval_batch_size"]),
                        label=f"{options.method} on {dataset_id}")
-        seconds["evaluate"] = round(time.perf_counter() - t0, 1)
+        evaluate = time.perf_counter() - t0
+        seconds["evaluate"] = round(evaluate, 1)
+        cost = _cost(model, evaluate, len(test.labels), int(settings["eval_batch_size"]))
         record = self._record(options, settings, dataset_id, test, pred, groups, train_counts,
                               n_max, model_name, context, seconds,
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, cost)
         return [record]
 
     def _record(self, options: RunOptions, settings: dict[str, Any], dataset_id: str,
                 test: Any, pred: np.ndarray, groups: dict[str, list[int]],
                 train_counts: list[int], n_max: int | None, model_name: str, context: Any,
-                seconds: dict[str, float], wall: float) -> dict[str, Any]:
+                seconds: dict[str, float], wall: float, cost: dict[str, Any]
+                ) -> dict[str, Any]:
         from bench.core.results import new_record
         from bench.vision.data import group_accuracy, per_class_accuracy, shot_rule
 
@@ -197,7 +205,17 @@ class ImageNetLTSuite(Suite):
             method=options.method, model=model_name, seed=options.seed,
             preset=options.preset, main_score=self.main_score, metrics=metrics,
             per_item=per_item, config=config, implementation=recipe_impl,
-            notes=notes, wall_time_s=wall)
+            notes=notes, wall_time_s=wall, cost=cost)
+
+
+def _cost(model: Any, seconds: float, images: int, batch_size: int) -> dict[str, Any]:
+    """The record's cost: ``model``'s parameters and the evaluation's own wall time per
+    image (prediction is never cached, so no probe is needed)."""
+    from bench.core.cost import cost_entry, ms_per_item, parameter_count, weights_dtype
+
+    per = (f"image, batch {min(batch_size, images)}, {weights_dtype(model)} weights (the "
+           f"{images} test images timed as the evaluation predicted them)")
+    return cost_entry(parameter_count(model), ms_per_item(seconds, images), per)
 
 
 def _checksum(ids: list[str], labels: np.ndarray) -> str:

@@ -45,7 +45,9 @@ def fine_tune_teacher(teacher: Any, tokenizer: Any, items: list[Any], *, steps: 
                       lr: float, batch_size: int, work_dir: Path, teacher_key: str,
                       ) -> tuple[Any, dict[str, Any]]:
     """A fine-tuned copy of ``teacher`` (eval mode) and what to record about it."""
-    from methods.instruct.token_kd import _copy, collate, response_logits
+    import copy
+
+    from methods.instruct.token_kd import collate, response_logits
     from methods.trainer import StepOutput, TrainConfig, Trainer
 
     examples = reference_examples(tokenizer, items)
@@ -53,7 +55,7 @@ def fine_tune_teacher(teacher: Any, tokenizer: Any, items: list[Any], *, steps: 
         [TEACHER_SFT_FORMAT, teacher_key, steps, lr, batch_size,
          [[e.prompt_ids, e.response_ids] for e in examples]]).encode()).hexdigest()[:12]
     out_dir = Path(work_dir) / "teacher-sft" / key
-    model = _copy(teacher).float()
+    model = copy.deepcopy(teacher).float()
     model.get_input_embeddings().weight.requires_grad_(False)
     model.get_output_embeddings().weight.requires_grad_(False)
     pad = tokenizer.pad_token_id

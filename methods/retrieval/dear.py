@@ -275,7 +275,8 @@ def build_listwise(context: Any, settings: dict[str, Any], *, lm: Any, tokenizer
     context.config["dear_l"] = {**asdict(cfg), "first_stage": "dear-p",
                                 "train_windows_used": len(windows),
                                 "train_seconds": seconds, "work_dir": stage2_dir.name}
-    return ListwiseReranker(model, first_stage=first_stage, report=context.config)
+    return ListwiseReranker(model, first_stage=first_stage, first_stage_reranker=dear_p,
+                            report=context.config)
 
 
 class DeAR:

@@ -181,6 +181,9 @@ def test_tiny_end_to_end_run_of_every_method(tiny_chat_model_dir, tmp_path):
     assert sft["metrics"]["judge_win_rate"] == 0.5  # its responses are the reference's
     assert sft["dataset"]["offline_stand_in"] and sft["dataset"]["id"] == "offline/qa-mix@limit2"
     assert len(sft["per_item"]["win_rate"]) == 6  # 2 test prompts x 3 sets
+    for record in records.values():  # LoRA is merged: every policy has the reference's size
+        assert record["cost"]["ms_per_item"] > 0 and "batch 6" in record["cost"]["per"]
+        assert record["cost"]["parameters"] == sft["cost"]["parameters"] > 0
     ad = records["aligndistil"]
     assert ad["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "dpo"
     assert ad["config"]["train"]["train_steps"] == 2

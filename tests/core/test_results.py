@@ -170,3 +170,34 @@ def test_git_state_is_read_once_per_process(monkeypatch):
     assert (first["git_commit"], first["git_dirty"]) == (second["git_commit"],
                                                           second["git_dirty"])
     results.git_state.cache_clear()
+
+
+def test_cost_is_optional_and_checked():
+    from bench.core.cost import cost_entry
+
+    assert "cost" not in make()  # records without it (most committed ones) stay valid
+    entry = cost_entry(4_521_984, 3.5, "query: top 20 BM25 candidates reranked, batch 32")
+    record = make(cost=entry)
+    assert record["cost"] == entry
+    validate(copy.deepcopy(record))
+    validate({**copy.deepcopy(record), "cost": cost_entry(None, None, "query: BM25")})
+
+
+@pytest.mark.parametrize("cost, field", [
+    ({"parameters": -1, "ms_per_item": 1.0, "per": "x"}, "cost/parameters"),
+    ({"parameters": 1.5, "ms_per_item": 1.0, "per": "x"}, "cost/parameters"),
+    ({"parameters": "135M", "ms_per_item": 1.0, "per": "x"}, "cost/parameters"),
+    ({"parameters": 1, "ms_per_item": -2.0, "per": "x"}, "cost/ms_per_item"),
+    ({"parameters": 1, "ms_per_item": "fast", "per": "x"}, "cost/ms_per_item"),
+    ({"parameters": 1, "ms_per_item": float("nan"), "per": "x"}, "cost/ms_per_item"),
+    ({"parameters": 1, "ms_per_item": 1.0, "per": ""}, "cost/per"),
+    ({"parameters": 1, "ms_per_item": 1.0}, "cost"),
+    ({"parameters": 1, "ms_per_item": 1.0, "per": "x", "gpu": True}, "cost"),
+    ([1, 2.0, "x"], "cost"),
+])
+def test_malformed_cost_rejected_with_field_name(cost, field):
+    record = copy.deepcopy(make())
+    record["cost"] = cost
+    with pytest.raises(SchemaError) as info:
+        validate(record, source="x.json")
+    assert f"field '{field}'" in str(info.value)

@@ -139,6 +139,15 @@ def test_tiny_end_to_end_run_writes_three_records_and_resumes(tiny_chat_model_di
     assert len(record["per_item"]["rougeL"]) == 3
     assert record["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "sft"
     assert record["config"]["train_steps"] == 3
+    # size and speed beside the score: the 1-layer student, probed on the 3 test prompts
+    from transformers import AutoModelForCausalLM
+
+    from bench.core.cost import parameter_count
+
+    cost = record["cost"]
+    teacher = parameter_count(AutoModelForCausalLM.from_pretrained(tiny_chat_model_dir))
+    assert 0 < cost["parameters"] < teacher and cost["ms_per_item"] > 0
+    assert cost["per"].startswith("response of up to 4 new tokens, greedy, batch 3, bf16")
     # rerunning resumes from the final checkpoint: no new training step is logged
     metrics = next((tmp_path / "work").rglob("fkl-*/metrics.jsonl"))
     before = metrics.read_text()

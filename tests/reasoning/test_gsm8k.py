@@ -248,6 +248,9 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
         assert [s["id"] for s in rec["config"]["samples"]] == list(rec["per_item"]["exact_match"])
         assert rec["config"]["lm_eval_task"] == "arith_2x2"
         assert 0 < rec["metrics"]["generated_tokens"] <= 6 and rec["metrics"]["latency_s"] > 0
+        assert rec["cost"]["parameters"] > 0, method
+        assert rec["cost"]["ms_per_item"] == pytest.approx(rec["metrics"]["latency_s"] * 1000,
+                                                           rel=1e-3)
         if method != "cot-sft":
             assert rec["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "cot-sft"
     assert files["teacher"]["config"]["teacher"]["finetuned"]

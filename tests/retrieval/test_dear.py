@@ -90,6 +90,14 @@ def test_bench_run_dear_yields_three_rows_through_both_stages(tiny_model_dir, tm
         assert record["config"]["rerank_seconds_per_query"] >= 0
         assert record["config"]["dear_p"]["train_seconds"] > 0  # per-stage training time
         assert record["dataset"]["num_items"] == 4
+    for record in records.values():
+        assert record["cost"]["parameters"] > 0 and record["cost"]["ms_per_item"] > 0
+    # DeAR-L runs DeAR-P first, then its own (merged) listwise LM: both count
+    costs = {method: record["cost"] for method, record in records.items()}
+    assert costs["dear-p"]["parameters"] == costs["dear-student-init"]["parameters"]
+    assert costs["dear-l"]["parameters"] > costs["dear-p"]["parameters"]
+    assert costs["dear-l"]["ms_per_item"] > costs["dear-p"]["ms_per_item"]
+    assert "first stage" in costs["dear-l"]["per"] and "probe" in costs["dear-p"]["per"]
     listwise = records["dear-l"]["config"]
     assert listwise["window"] == 3 and listwise["dear_l"]["depth"] == 5
     assert listwise["listwise_repairs"]["windows"] == 4 * 2  # spans [2, 5) and [0, 3)

@@ -138,6 +138,13 @@ def test_beir_bm25_and_minilm_end_to_end(tmp_path, capsys):
         assert set(record["per_item"]["ndcg@10"]) == set(records["bm25"]["per_item"]["ndcg@10"])
         assert 0.0 <= record["metrics"]["ndcg@10"] <= 1.0
         assert record["config"]["n_queries"] == 8
+    # Size and speed beside the score: BM25 has neither; MiniLM-L6 is ~22.7M parameters.
+    assert records["bm25"]["cost"] == {
+        "parameters": None, "ms_per_item": None, "per": records["bm25"]["cost"]["per"]}
+    minilm = records["minilm"]["cost"]
+    assert 22_000_000 < minilm["parameters"] < 23_000_000 and minilm["ms_per_item"] > 0
+    assert minilm["per"].startswith("query: top 20 BM25 candidates reranked in batches of 32")
+    assert "probe: 4 test queries" in minilm["per"]
     # Same candidates below the reranked head: recall@100 cannot change.
     assert records["minilm"]["metrics"]["recall@100"] == records["bm25"]["metrics"]["recall@100"]
     # Never overwritten silently.

@@ -370,6 +370,10 @@ def test_tiny_end_to_end(tiny_chat_model_dir, tmp_path, method, extra):
     assert sampling["speedup_sampling"] > 0 and sampling["tau_sampling"] >= 1
     assert len(overall["per_item"]["tau_sampling"]) == 6
     assert "lossless_sampling" not in sampling
+    # the draft's own size (none for ar and pld) and the speculative time per prompt
+    cost = overall["cost"]
+    assert cost["ms_per_item"] > 0 and "batch 1" in cost["per"]
+    assert (cost["parameters"] == 0) == (method in ("ar", "pld"))
     if method == "ar":
         assert overall["metrics"]["tau"] == 1.0 and "sampling_check" not in overall["config"]
         assert sampling["tau_sampling"] == 1.0

@@ -164,6 +164,11 @@ def test_tiny_end_to_end_runs_and_leaderboard(tmp_path):
     assert set(trg["config"]["train"]["trg"]["recipe"]["extra"]) >= {"inner_weight", "knn_k"}
     assert len(trg["per_item"]["top1"]) == 100
     assert len(trg["per_item"]["top1_few"]) == 30 and len(trg["per_item"]["top1_medium"]) == 40
+    # size and speed beside the score: the student is smaller than the teacher it learns from
+    for record in files.values():
+        assert record["cost"]["parameters"] > 0 and record["cost"]["ms_per_item"] > 0
+        assert record["cost"]["per"].startswith("image, batch 100, fp32 weights")
+    assert trg["cost"]["parameters"] < files["teacher"]["cost"]["parameters"]
     # the teacher is trained once: kd and trg reuse its checkpoint
     assert len(list((tmp_path / "work").rglob("teachertraining-*"))) == 1
     assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb")]) == 0
