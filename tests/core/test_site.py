@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.core.cost import cost_entry
 from bench.core.leaderboard import SITE_HEADER, write_leaderboards
 from bench.core.results import ResultStore
 from bench.core.site import make_server, serve_root
@@ -41,15 +42,21 @@ META = {"toy": {"baseline": "bm25", "title": "Toy retrieval",
 
 
 def _results(root: Path) -> Path:
-    """The fixtures plus a ``<script>`` method, a cpu-long preset row and a second model."""
+    """The fixtures plus a ``<script>`` method, a cpu-long preset row and a second model;
+    dear's rows and the ``<script>`` row record a cost (Params 135M and 2.5M: text order is
+    not number order), bm25 and the partial row none."""
     store = ResultStore(root)
     base = ResultStore(FIXTURES).load()
     for rec in base:
+        if rec["method"] != "dear":
+            store.write(rec)
+            continue
+        rec = {**rec, "cost": cost_entry(134_515_008, 12.5 + rec["seed"], "query <i>x</i>")}
         store.write(rec)
-        if rec["method"] == "dear":
-            store.write({**rec, "method": SCRIPT, "model": "tiny-2l"})
-            store.write({**rec, "preset": "cpu-long",
-                         "metrics": {k: v + 0.01 for k, v in rec["metrics"].items()}})
+        store.write({**rec, "method": SCRIPT, "model": "tiny-2l",
+                     "cost": cost_entry(2_500_000, 0.25, "query | tiny")})
+        store.write({**rec, "preset": "cpu-long",
+                     "metrics": {k: v + 0.01 for k, v in rec["metrics"].items()}})
     return root
 
 
@@ -150,7 +157,8 @@ def test_record_strings_are_escaped(site) -> None:
     assert re.findall(r"<script\b[^>]*>", page) == ['<script src="site.js" defer>']
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page
     assert "&lt;b&gt;unverified&lt;/b&gt;" in page  # a partial row's note
-    assert "<b>" not in page
+    assert "<b>" not in page and "<i>" not in page
+    assert "“query &lt;i&gt;x&lt;/i&gt;”; “query | tiny”." in page  # the cost legend's items
     index = (out / "site" / "index.html").read_text(encoding="utf-8")
     assert re.findall(r"<script\b[^>]*>", index) == ['<script src="site.js" defer>']
 
@@ -161,11 +169,13 @@ def test_site_shows_the_markdowns_numbers(site) -> None:
     parser = _Cells()
     parser.feed((out / "site" / "toy.html").read_text(encoding="utf-8"))
     (main,) = _md_tables(md, "## Main score", "## Datasets")
-    assert [r[1:] for r in parser.rows] == [r[1:] for r in main]  # model, cells, mean
+    assert [r[1:] for r in parser.rows] == [r[1:] for r in main]  # model, cost, cells, mean
+    assert [r[2:4] for r in main if r[0] == "dear"] == [["135M", "13.0"]]  # seeds 12.5, 13.5
+    assert [r[2:4] for r in main if r[0].startswith("bm25")] == [["—", "—"]]
     assert all(h[0].startswith(m[0].split(" (")[0]) for h, m in zip(parser.rows, main,
                                                                      strict=True))
     metrics = _md_tables(md, "## All metrics per dataset", "## Provenance")
-    numbers = [c for table in metrics for row in table for c in row[3:-1]]  # not Test
+    numbers = [c for table in metrics for row in table for c in row[2:-1]]  # not Test
     assert parser.metrics == numbers and len(numbers) > 20
 
 
@@ -218,7 +228,9 @@ def test_markdown_converter_escapes_and_drops_unsafe_links() -> None:
 @pytest.mark.parametrize("text, value", [("0.8588 ± 0.0031 †", "0.8588"), ("—", ""),
                                          ("<0.0001", "0"), ("∞", "Infinity"),
                                          ("+0.0050 ‡", "+0.0050"), ("0.93x (1.00)", "0.93"),
-                                         ("2 of 3", "2")])
+                                         ("2 of 3", "2"), ("22.7M", "22700000"),
+                                         ("22.7M–135M", "22700000"), ("1.23B", "1230000000"),
+                                         ("0", "0"), ("3 MB", "3"), ("2Mx", "2")])
 def test_sort_values(text: str, value: str) -> None:
     assert sort_value(text) == value
 
@@ -350,6 +362,11 @@ def test_suite_page_sorts_filters_and_opens_details(site, page) -> None:
     assert mean.get_attribute("aria-sort") == "descending"
     numbers = [float(v) for v in (r["mean"] for r in _visible_rows(page)) if v]
     assert numbers == sorted(numbers, reverse=True)
+    # Params sorts by value (2.5M < 135M), rows without a cost last
+    page.locator("#main-table thead th", has_text="Params").locator("button").click()
+    assert page.eval_on_selector_all("#main-table > tbody.entry", "us => us.map(u => "
+                                     "u.rows[0].cells[2].textContent)") == [
+        "2.5M", "135M", "135M", "—", "—"]
     page.locator("#main-table thead th", has_text="Method").locator("button").click()
     assert [r["method"] for r in _visible_rows(page)] == sorted(
         [r["method"] for r in _visible_rows(page)], key=str.lower)

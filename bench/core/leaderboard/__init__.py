@@ -41,6 +41,12 @@ Conventions a reader of the tables needs (they are also printed in each table's 
   arbitrarily. The p-values of one table are corrected together (Holm by default), the
   marker uses the corrected p, and every Δ stands beside the minimum detectable effect of
   its test (power 0.8), so "not significant" can be told apart from "could not tell".
+* Params and ms/item (after Model in the main and "All metrics" tables), from the records'
+  optional ``cost`` (:mod:`bench.core.cost`): the row's parameter count (``22.7M``; a range
+  where its records differ) and its milliseconds per item on the recorded hardware (3
+  significant figures; the mean over datasets of each dataset's mean over seeds); ``—`` where
+  no record has it. What one item is differs per suite: the legend lists the records'
+  distinct ``per`` texts.
 * ``partial`` implementations and offline stand-in datasets are labelled in every table, so a
   substitute is never presented as the real benchmark.
 * Suite descriptions are trusted markdown from the suite's own code; every other string that
@@ -82,15 +88,19 @@ from bench.core.leaderboard.tables import (
     Table,
     cell_text,
     commit_label,
+    cost_cells,
     distinct,
     escape_md,
     fmt,
     fmt_mde,
     fmt_p,
+    fmt_params,
+    fmt_sig,
     hardware_label,
     markdown_table,
 )
 from bench.core.leaderboard.view import (
+    COST_HEADER,
     MODELS_LEGEND,
     DatasetInfo,
     RowInfo,
@@ -100,11 +110,12 @@ from bench.core.leaderboard.view import (
 from bench.core.leaderboard.write import write_leaderboards
 
 __all__ = [
-    "ASSETS_LEGEND", "CORRECTION_NAMES", "HEADER", "MARK", "MODELS_LEGEND", "SITE_HEADER",
-    "STATUS_LEGEND", "TEST_NAMES", "Board", "CellStat", "DatasetInfo", "IndexView", "Key",
-    "RowInfo", "SuiteView", "Table", "assets_table", "build_board", "cell_stat", "cell_text",
-    "check_test", "commit_label", "distinct", "escape_md", "fmt", "fmt_mde", "fmt_p",
-    "group_rows", "hardware_label", "index_markdown", "index_view", "main_metrics",
-    "markdown_table", "mean_std", "render_suite", "row_method", "seed_mean_items",
-    "strip_limit", "suite_markdown", "suite_view", "write_leaderboards",
+    "ASSETS_LEGEND", "CORRECTION_NAMES", "COST_HEADER", "HEADER", "MARK", "MODELS_LEGEND",
+    "SITE_HEADER", "STATUS_LEGEND", "TEST_NAMES", "Board", "CellStat", "DatasetInfo",
+    "IndexView", "Key", "RowInfo", "SuiteView", "Table", "assets_table", "build_board",
+    "cell_stat", "cell_text", "check_test", "commit_label", "cost_cells", "distinct",
+    "escape_md", "fmt", "fmt_mde", "fmt_p", "fmt_params", "fmt_sig", "group_rows",
+    "hardware_label", "index_markdown", "index_view", "main_metrics", "markdown_table",
+    "mean_std", "render_suite", "row_method", "seed_mean_items", "strip_limit",
+    "suite_markdown", "suite_view", "write_leaderboards",
 ]

@@ -1,6 +1,7 @@
 """The plain-text :class:`Table` every leaderboard page is built from, and its formatting.
 
-Numbers have a fixed format (4 decimals, ``-0.0000`` normalised, ``—`` for none) so pages
+Numbers have a fixed format (4 decimals, ``-0.0000`` normalised, ``—`` for none; a row's
+cost as a parameter count like ``22.7M`` and milliseconds to 3 significant figures) so pages
 are byte-identical on regeneration; :func:`escape_md` makes any string from a record inert in
 a markdown table cell. :data:`HEADER` and :data:`SITE_HEADER` open every generated markdown
 and site page, which is how stale generated pages are told from hand-written files.
@@ -55,6 +56,56 @@ def distinct(values: Iterable[object]) -> str:
     uniq = sorted(set(values), key=lambda v: (isinstance(v, str), v if isinstance(v, str)
                                               else float(v)))  # type: ignore[arg-type]
     return ", ".join(str(v) for v in uniq) or "—"
+
+
+def fmt_sig(x: float | None, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant figures, never in exponent notation (``0.0123``,
+    ``12300``); ``—`` for none."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    if x == 0:
+        return "0"
+    places = digits - 1 - math.floor(math.log10(abs(x)))
+    rounded = round(x, places)
+    if rounded and math.floor(math.log10(abs(rounded))) != math.floor(math.log10(abs(x))):
+        places -= 1  # 9.996 -> 10.0, not 10.00
+        rounded = round(x, places)
+    return f"{rounded:.{max(places, 0)}f}"
+
+
+PARAM_UNITS = ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K"))
+
+
+def fmt_params(n: int) -> str:
+    """A parameter count, 3 significant figures with a unit: ``22.7M``, ``135M``, ``1.2K``;
+    counts below 1000 as they are (``0``: a training-free draft)."""
+    r = round(n, 2 - math.floor(math.log10(n))) if n >= 1000 else n  # 999_999 -> 1_000_000
+    for size, unit in PARAM_UNITS:
+        if r >= size:
+            return f"{r / size:.3g}{unit}"  # in [1, 1000): never an exponent
+    return str(r)
+
+
+def cost_cells(records: Iterable[dict[str, Any]]) -> tuple[str, str]:
+    """The Params and ms/item cells of ``records`` (a row's, or one of its datasets'):
+    their parameter count (``a–b`` where they differ) and the mean over their datasets of
+    each dataset's mean ms per item (seeds averaged first); ``—`` where none records it."""
+    recs = [r for r in records if r.get("cost")]
+    params = sorted({r["cost"]["parameters"] for r in recs} - {None})
+    texts = list(dict.fromkeys(fmt_params(p) for p in (params[:1] + params[-1:])))
+    per_ds: dict[str, list[float]] = {}
+    for r in recs:
+        if r["cost"]["ms_per_item"] is not None:
+            per_ds.setdefault(r["dataset"]["id"], []).append(float(r["cost"]["ms_per_item"]))
+    means = [math.fsum(v) / len(v) for _, v in sorted(per_ds.items())]
+    return ("–".join(texts) or "—",
+            fmt_sig(math.fsum(means) / len(means)) if means else "—")
+
+
+def cost_pers(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The distinct ``per`` texts (what one item is, how it was timed) of ``records``,
+    sorted."""
+    return sorted({r["cost"]["per"] for r in records if r.get("cost")})
 
 
 def commit_label(prov: dict[str, Any]) -> str:

@@ -24,6 +24,8 @@ from bench.core.leaderboard.tables import (
     Table,
     cell_text,
     commit_label,
+    cost_cells,
+    cost_pers,
     distinct,
     escape_md,
     fmt,
@@ -77,6 +79,7 @@ class SuiteView:
     notes: tuple[str, ...]
 
 
+COST_HEADER = ("Params", "ms/item")  # after Model in the main and "All metrics" tables
 MODELS_LEGEND = ("The packaged model each row's model derives from, and its licences (—: none "
                  "packaged, a model trained from scratch here or no model at all).")
 
@@ -127,7 +130,21 @@ def _legend(suite: str, b: Board, *, baseline: str | None, test: str, alpha: flo
         why = "no baseline is named" if baseline is None else \
             f"baseline {escape_md(baseline)} has no results in this suite"
         out.append(f"No significance tests: {why}.")
+    out.append(cost_legend(b.records))
     return out
+
+
+def cost_legend(records: Iterable[dict[str, Any]]) -> str:
+    """The line saying what Params and ms/item are, with what one item is in this suite (the
+    records' distinct ``per`` texts, escaped)."""
+    pers = cost_pers(records)
+    items = ("One item, as the results define and time it: "
+             + "; ".join(f"“{escape_md(p)}”" for p in pers) + "." if pers
+             else "No result of this suite records its cost yet.")
+    return ("Params: parameters of the model that produced the row (a range where its results "
+            "differ); ms/item: milliseconds per item on the hardware its results record (see "
+            "Provenance), the mean over its datasets of each dataset's mean over seeds; —: not "
+            f"recorded. {items}")
 
 
 def _row_infos(b: Board, baseline: str | None) -> tuple[list[RowInfo], list[str]]:
@@ -169,8 +186,10 @@ def suite_view(suite: str, b: Board, *, baseline: str | None, test: str, alpha: 
             s = b.stats.get((r.method, r.model, d.id))
             cells.append("—" if s is None else cell_text(s.mean, s.std)
                          + (f" {MARK}" if s.significant(alpha) else ""))
-        body.append((r.label, r.model, *cells, fmt(b.row_mean[(r.method, r.model)])))
-    main = Table(("Method", "Model", *(d.label for d in datasets), "Mean"), tuple(body), 2, keys)
+        body.append((r.label, r.model, *cost_cells(r.records), *cells,
+                     fmt(b.row_mean[(r.method, r.model)])))
+    main = Table(("Method", "Model", *COST_HEADER, *(d.label for d in datasets), "Mean"),
+                 tuple(body), 2, keys)
     drows = []
     for d in datasets:
         infos = [r["dataset"] for r in b.records if r["dataset"]["id"] == d.id]
@@ -191,13 +210,15 @@ def suite_view(suite: str, b: Board, *, baseline: str | None, test: str, alpha: 
                 continue
             s = b.stats[key]
             vals = [cell_stat(b.groups, key, m, None, test) for m in names]
-            lines.append((r.label, r.model, ", ".join(map(str, s.seeds)),
+            lines.append((r.label, r.model, *cost_cells(b.groups[key]),
+                          ", ".join(map(str, s.seeds)),
                           *[cell_text(v.mean, v.std) if v else "—" for v in vals],
                           fmt(s.delta, signed=True) + (" ‡" if s.below_mde else ""),
                           fmt_p(s.p_value), fmt_p(s.p_adjusted), fmt_mde(s.mde), s.test or "—"))
             lkeys.append(key[:2])
-        hdr = ("Method", "Model", "Seeds", *names, f"Δ {d.metric}", "p", "p adj.", "MDE", "Test")
-        details.append((d, Table(hdr, tuple(lines), 3, tuple(lkeys))))
+        hdr = ("Method", "Model", *COST_HEADER, "Seeds", *names, f"Δ {d.metric}", "p",
+               "p adj.", "MDE", "Test")
+        details.append((d, Table(hdr, tuple(lines), 2, tuple(lkeys))))
     prov = tuple((r.label, r.model, distinct(x["seed"] for x in r.records),
                   distinct(x["preset"] for x in r.records),
                   distinct(x["suite_version"] for x in r.records),

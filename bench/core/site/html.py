@@ -1,10 +1,12 @@
 """The site's pages as HTML strings, from the views the markdown is written from.
 
 A suite page shows what its markdown page shows, cell for cell (the same formatted numbers,
-† and ‡ marks, p, p adj., MDE and notes), plus what a browser adds: sortable headers,
-filters over the main table (dataset, offline stand-in, preset, model, implementation), per
-row a ``<details>`` with each result's seed, preset, commit, date, hardware, exact command
-(with a copy button) and a link to its result JSON, and the licences as links.
+† and ‡ marks, p, p adj., MDE, Params, ms/item and notes), plus what a browser adds:
+sortable headers (each number cell's ``data-v``, from :func:`sort_value`: ``22.7M`` sorts as
+22700000), filters over the main table (dataset, offline stand-in, preset, model,
+implementation), per row a ``<details>`` with each result's seed, preset, commit, date,
+hardware, exact command (with a copy button) and a link to its result JSON, and the
+licences as links.
 
 Every string that comes from a record or a suite goes through :func:`esc` (or the markdown
 converter, which escapes too); nothing here reads a clock, so the pages are byte-identical
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from urllib.parse import quote
 
 from bench.core.leaderboard import (
     ASSETS_LEGEND,
+    COST_HEADER,
     MARK,
     MODELS_LEGEND,
     SITE_HEADER,
@@ -40,6 +44,7 @@ from bench.core.site.markdown import inline, to_html
 
 NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 URL = re.compile(r"https?://[^\s<>\"'()]+")
+SCALE = {"K": 3, "M": 6, "B": 9, "T": 12}  # a parameter count's unit (fmt_params)
 
 
 def esc(text: object) -> str:
@@ -49,14 +54,20 @@ def esc(text: object) -> str:
 
 def sort_value(text: str) -> str:
     """The number a formatted cell sorts by: ``"0.8588 ± 0.0031 †"`` -> ``"0.8588"``,
-    ``"<0.0001"`` -> ``"0"`` (below it), ``"∞"`` -> ``"Infinity"``, ``"—"`` -> ``""``."""
+    ``"<0.0001"`` -> ``"0"`` (below it), ``"∞"`` -> ``"Infinity"``, ``"—"`` -> ``""``, a
+    parameter count ``"22.7M"`` -> ``"22700000"`` (a range ``"22.7M–135M"`` by its low end)."""
     t = text.strip()
     if t.startswith("∞"):
         return "Infinity"
     if t.startswith("<"):
         return "0"
     m = NUMBER.match(t)
-    return m.group(0) if m else ""
+    if not m:
+        return ""
+    unit, after = t[m.end():m.end() + 1], t[m.end() + 1:m.end() + 2]
+    if unit in SCALE and not after.isalnum():  # exact: Decimal, printed without exponent
+        return format(Decimal(m.group(0)).scaleb(SCALE[unit]), "f")
+    return m.group(0)
 
 
 def page_link(suite: str) -> str:
@@ -182,14 +193,16 @@ def main_table(v: SuiteView, where: Callable[[dict[str, Any]], str | None]) -> s
     """The main table: one ``<tbody class="entry">`` per row (its cells, then its runs)."""
     titles = _detail_titles(v)
     head = [_th("Method", False), _th("Model", False)]
+    head += [_th(h, True) for h in COST_HEADER]
     head += [_dataset_th(d) for d in v.datasets]
     head.append(_th("Mean", True))
     bodies = []
     for info, row, prov in zip(v.rows, v.main.rows, v.provenance.rows, strict=True):
         cells = [_method_td(info), f'<td class="name">{esc(info.model)}</td>']
+        cells += [_num_td(text) for text in row[2:2 + len(COST_HEADER)]]
         cells += [_num_td(text, title=titles.get((info.method, info.model, d.id), ""),
                           attrs=f' data-dataset="{esc(d.id)}"')
-                  for d, text in zip(v.datasets, row[2:-1], strict=True)]
+                  for d, text in zip(v.datasets, row[2 + len(COST_HEADER):-1], strict=True)]
         cells.append(_num_td(row[-1]))
         presets = sorted({r.get("preset", "default") for r in info.records})
         attrs = (f'data-method="{esc(info.method)}" data-model="{esc(info.model)}" '
