@@ -31,14 +31,30 @@ n_tokens)`` (SemCoT: generator + teacher), answered and timed one at a time.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lm_eval.models.huggingface import HFLM
 
 AnswerFn = Callable[[str, int, list[str]], tuple[str, int]]
+
+
+@contextlib.contextmanager
+def quiet_lm_eval() -> Iterator[None]:
+    """lm-eval's warnings off while a model object goes in as ``pretrained``: it warns on
+    every run that such a model skips its loading arguments and accelerate launch, which
+    is how this suite uses it on purpose (``simple_evaluate`` itself runs at ERROR)."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class TimedHFLM(HFLM):
@@ -197,13 +213,14 @@ def evaluate_model(ds: Any, settings: dict[str, Any], model: Any, tok: Any, labe
     bs = int(settings["eval_batch_size"])
     timed_items = int(settings["latency_items"] or 0)
     pipeline = hasattr(model, "answer")  # SemCoT / direct answers: one at a time
-    if pipeline:
-        lm = TimedHFLM(pretrained=model.teacher, tokenizer=tok, batch_size=1,
-                       answer_fn=model.answer, progress_label=label)
-    else:
-        model = copy.deepcopy(model).float().eval()
-        lm = TimedHFLM(pretrained=model, tokenizer=tok, batch_size=bs, progress_label=label,
-                       latency_items=timed_items)
+    with quiet_lm_eval():
+        if pipeline:
+            lm = TimedHFLM(pretrained=model.teacher, tokenizer=tok, batch_size=1,
+                           answer_fn=model.answer, progress_label=label)
+        else:
+            model = copy.deepcopy(model).float().eval()
+            lm = TimedHFLM(pretrained=model, tokenizer=tok, batch_size=bs,
+                           progress_label=label, latency_items=timed_items)
     rows = evaluate(lm, ds.task, include_path=include, limit=settings["n_test"],
                     num_fewshot=settings["num_fewshot"], apply_chat_template=chat,
                     system_instruction=system_instruction)
