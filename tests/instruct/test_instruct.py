@@ -172,7 +172,9 @@ def test_a_local_jsonl_prompt_set_is_read_and_split(tmp_path):
 
 @pytest.mark.slow
 def test_compare_runs_missing_seeds_then_reports_mean_and_std(tiny_chat_model_dir, tmp_path,
-                                                              capsys):
+                                                              capsys, monkeypatch):
+    # compare's runs train in the cache folder: keep them out of the user's
+    monkeypatch.setenv("DISTILLBENCH_CACHE", str(tmp_path / "cache"))
     sets = ["max_new_tokens=3", "train_per_task=2", "test_per_task=2", "student_layers=1",
             "mixed_precision=no", "gen_batch_size=4", "max_context_tokens=8", "max_steps=1"]
     argv = ["compare", "--suite", "instruct", "--methods", "fkl", "--seeds", "2",
