@@ -121,8 +121,10 @@ def weights_dtype(*models: Any) -> str:
 
 def _synchronize() -> None:
     """Wait for queued GPU work, so a wall time covers it (no-op without CUDA)."""
+    from bench.core.device import cuda_available
+
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch is not None and cuda_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
 
 
