@@ -20,6 +20,9 @@ from __future__ import annotations
 from bench.retrieval.pipeline import RetrievalSuite
 from bench.suite import DatasetSpec, Setting, SuiteMetadata
 
+# The real BEIR sets keep each source corpus's own terms.
+BEIR_LICENCE = "see upstream: https://github.com/beir-cellar/beir (per BEIR set)"
+
 # The protocol settings both suites share (presets in the table of bench.retrieval.pipeline).
 RETRIEVAL_SETTINGS = (
     Setting("n_queries", "int", 200, "test queries (the first N ids in sorted order; null: all)",
@@ -47,21 +50,22 @@ BEIR = SuiteMetadata(
                     stands_in_for="BEIR FiQA-2018",
                     licence="see upstream: https://sites.google.com/view/fiqa/ (FiQA-2018)"),
         DatasetSpec("beir/trec-covid", "real BEIR set via ir-datasets",
-                    licence="see upstream: https://github.com/beir-cellar/beir (per BEIR set)"),
+                    licence=BEIR_LICENCE),
         DatasetSpec("beir/nfcorpus/test", "real BEIR set via ir-datasets",
-                    licence="see upstream: https://github.com/beir-cellar/beir (per BEIR set)"),
+                    licence=BEIR_LICENCE),
         DatasetSpec("beir/webis-touche2020/v2", "real BEIR set via ir-datasets",
-                    licence="see upstream: https://github.com/beir-cellar/beir (per BEIR set)"),
+                    licence=BEIR_LICENCE),
         DatasetSpec("beir/dbpedia-entity/test", "real BEIR set via ir-datasets",
-                    licence="see upstream: https://github.com/beir-cellar/beir (per BEIR set)"),
+                    licence=BEIR_LICENCE),
         DatasetSpec("beir/scifact/test", "real BEIR set via ir-datasets",
-                    licence="see upstream: https://github.com/beir-cellar/beir (per BEIR set)"),
+                    licence=BEIR_LICENCE),
         DatasetSpec("beir/fiqa/test", "real BEIR set via ir-datasets",
-                    licence="see upstream: https://github.com/beir-cellar/beir (per BEIR set)"),
+                    licence=BEIR_LICENCE),
     ),
     settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS, recipe_presets=("cpu-long",),
     plot="bench.core.plots:main_score_bars", sections="bench.retrieval.report:undistilled_tables",
 )
+
 
 TREC_DL = SuiteMetadata(
     name="trec-dl", version="1", family="retrieval",
