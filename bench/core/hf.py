@@ -194,6 +194,20 @@ def quiet_progress() -> None:
     transformers_logging.disable_progress_bar()
 
 
+def with_lora(model: Any, config: Any) -> Any:
+    """``peft.get_peft_model(model, config)``, without the FutureWarning transformers raises
+    when peft reads its deprecated ``is_gradient_checkpointing`` (a library-internal
+    deprecation a user can do nothing about: noise in every LoRA run)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        return get_peft_model(model, config)
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
     """``(input_ids, attention_mask, position_ids)`` left-padded so the last column is each
     row's final token; positions count real tokens only, so padding changes no score."""

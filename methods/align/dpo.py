@@ -160,12 +160,14 @@ def build_policy(reference: Any, cfg: PolicyConfig) -> Any:
     policy = copy.deepcopy(reference).float()
     if cfg.lora_r <= 0:
         return policy.train()
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from bench.core.hf import with_lora
 
     lora = LoraConfig(r=int(cfg.lora_r), lora_alpha=int(cfg.lora_alpha), lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                       "up_proj", "down_proj"])
-    return get_peft_model(policy, lora).train()
+    return with_lora(policy, lora).train()
 
 
 def merged(model: Any) -> Any:
@@ -306,7 +308,11 @@ class DPO:
         model, info = train_dpo(context, self.reverse)
         context.config["train"] = info
         suffix = "lora" if info["recipe"]["lora_r"] > 0 else "full"
-        return model, f"{_name(context)}-{suffix}"
+        # A β other than the default names its model, so a β sweep's rows sit side by side
+        # (bench.align.report reads them as DPO's reward-vs-KL curve).
+        beta = info["recipe"]["beta"]
+        sweep = "" if beta == DPOConfig.beta else f"-beta{beta:g}"
+        return model, f"{_name(context)}-{suffix}{sweep}"
 
 
 class DPOReverse(DPO):

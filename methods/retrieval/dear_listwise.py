@@ -172,12 +172,14 @@ def collate(items: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.
 
 def add_lora(lm: Any, cfg: ListwiseConfig) -> Any:
     """A peft LoRA adapter (rank ``lora_rank``) on every linear layer but the LM head."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from bench.core.hf import with_lora
 
     torch.manual_seed(cfg.seed)
-    return get_peft_model(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                         lora_dropout=0.0, target_modules="all-linear",
-                                         task_type="CAUSAL_LM"))
+    return with_lora(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                    lora_dropout=0.0, target_modules="all-linear",
+                                    task_type="CAUSAL_LM"))
 
 
 def train_stage2(cfg: ListwiseConfig, *, lm: Any, tokenizer: Any, queries: dict[str, str],
