@@ -18,11 +18,15 @@ worst = rejected. Samples and pairs are cached under ``<work>/align``.
 Evaluation on the pooled test prompts of the three sets, **one record per run** (dataset
 ``offline/qa-mix``; pooled so the paired bootstrap has ~120 prompts; the per-set figures are
 in the record's config): greedy responses (bf16 weights) of the method's policy and of the
-reference policy; ``win_rate`` (ties 0.5) and ``gold_reward`` under the gold reward,
-``ref_gold_reward`` of the reference policy on the same prompts, ``kl_to_ref`` (mean
-per-token KL(π ‖ π_ref) on the policy's own responses, fp32), ``response_tokens``; with
-``--judge MODEL`` also ``judge_win_rate``. Each record carries a paired bootstrap interval of
-``win_rate`` against ``dpo``; the leaderboard runs its own tests (:mod:`bench.core.stats`).
+reference policy; ``gold_reward`` (the main score: continuous, so it separates methods
+on ~120 prompts where the binary win rate needs several hundred) and ``win_rate`` (ties
+0.5) under the gold reward, ``ref_gold_reward`` of the reference policy on the same
+prompts, ``kl_to_ref`` (mean per-token KL(π ‖ π_ref) on the policy's own responses,
+fp32), ``response_tokens``; with ``--judge MODEL`` also ``judge_win_rate``. Each record
+carries a paired bootstrap interval of the main score against ``dpo``; the leaderboard runs
+its own tests (:mod:`bench.core.stats`) and two confound checks (:mod:`bench.align.report`):
+each row against DPO at matched KL, read off DPO's β sweep (``--set beta=B``, a ``dpo`` row
+whose model is named ``…-betaB``), and at equal response length.
 
 Cost (the record's ``cost``, :mod:`bench.core.cost`): the parameters of the policy as it
 generates (LoRA policies are merged after training, so they have the reference's size) and
@@ -82,20 +86,26 @@ from bench.suite import (
 )
 
 METADATA = SuiteMetadata(
-    name="align", version="1", family="align",
-    summary="preference alignment: win rate and gold reward vs the reference policy, KL "
+    name="align", version="2", family="align",
+    summary="preference alignment: gold reward and win rate vs the reference policy, KL "
             "to it (offline: NQ-open, TruthfulQA, NarrativeQA with a MiniLM gold reward)",
     citation="Rafailov et al. 2023 (DPO), arXiv:2305.18290; Zhang et al. 2025 "
              "(AlignDistil), arXiv:2503.02832",
-    main_score="win_rate", baseline="dpo",
+    main_score="gold_reward", baseline="dpo",
     plot="bench.core.plots:reward_kl_frontier",
+    sections="bench.align.report:alignment_tables",
     description="Offline default (CPU budget): SmolLM2-135M-Instruct is the reference "
                 "policy (`sft` row); preference pairs are the best/worst of 4 samples per "
                 "training prompt under a gold reward (MiniLM cosine to the reference "
-                "answers). Win rate is against the reference policy's greedy responses "
-                "(ties 0.5) under the same gold reward; KL is per token to the reference "
-                "policy. The plot shows gold reward against KL per method. Measurement "
-                "logs: docs/measurements/align.md.",
+                "answers). The tested main score is that gold reward of the greedy "
+                "responses (continuous, so a difference of a few hundredths is detectable "
+                "on 120 prompts); win rate against the reference policy's responses (ties "
+                "0.5) is a column beside it. KL is per token to the reference policy. "
+                "`dpo` rows of another model name (`-betaB`) are DPO's β sweep: the "
+                "matched-KL table reads every row against that curve, and the equal-length "
+                "table controls for response length. The plot shows gold reward against "
+                "KL per row. Version 2: gold reward replaced win rate as the main score. "
+                "Measurement logs: docs/measurements/align.md.",
     datasets=(DatasetSpec("offline/qa-mix", "NQ-open, TruthfulQA, NarrativeQA prompts with "
                           "reference answers; MiniLM gold reward",
                           stands_in_for="AlpacaEval-2 / MT-Bench / Arena-Hard",
@@ -358,8 +368,9 @@ class AlignSuite(Suite):
                   "samples": [{"id": it.id, "response": g.text}
                               for it, g in list(zip(test, gens, strict=True))[:3]]}
         notes = list(context.notes)
-        attach_baseline_bootstrap(config, notes, options, self.name, dataset_id, "win_rate",
-                                  scores["win_rate"], settings["baseline"])
+        attach_baseline_bootstrap(config, notes, options, self.name, dataset_id,
+                                  self.main_score, scores[self.main_score],
+                                  settings["baseline"])
         return new_record(
             suite=self.name, suite_version=self.version, dataset=dataset,
             method=options.method, model=model_name, seed=options.seed,

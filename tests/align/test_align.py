@@ -173,9 +173,15 @@ def test_tiny_end_to_end_run_of_every_method(tiny_chat_model_dir, tmp_path):
                 continue
             argv += ["--set", item]
         assert main(argv) == 0, method
+        if method == "dpo":  # one more point of DPO's beta sweep, under its own model name
+            assert main([*argv, "--set", "beta=0.5"]) == 0
     files = sorted((tmp_path / "results" / "align").rglob("*.json"))
-    records = {json.loads(f.read_text())["method"]: json.loads(f.read_text()) for f in files}
+    swept = [f for f in files if "-beta0.5" in f.name]
+    assert len(swept) == 1 and json.loads(swept[0].read_text())["model"].endswith("-beta0.5")
+    records = {json.loads(f.read_text())["method"]: json.loads(f.read_text())
+               for f in files if f not in swept}
     assert sorted(records) == sorted(ALIGN_METHODS)
+    assert all(r["main_score"] == "gold_reward" for r in records.values())
     sft = records["sft"]
     assert sft["metrics"]["win_rate"] == 0.5 and sft["metrics"]["kl_to_ref"] == 0.0
     assert sft["metrics"]["judge_win_rate"] == 0.5  # its responses are the reference's
@@ -189,12 +195,15 @@ def test_tiny_end_to_end_run_of_every_method(tiny_chat_model_dir, tmp_path):
     assert ad["config"]["train"]["train_steps"] == 2
     assert ad["config"]["train"]["recipe"]["r"] == 10.0
     assert records["aligndistil-on"]["config"]["train"]["recipe"]["r"] == 15.0
-    # AlignDistil reused the dpo run's DPO model: one dpo checkpoint directory in all
-    assert len(list((tmp_path / "work" / "align" / "train").glob("dpo-????????????????"))) == 1
+    # AlignDistil reused the dpo run's DPO model: one dpo checkpoint directory per beta
+    assert len(list((tmp_path / "work" / "align" / "train").glob("dpo-????????????????"))) == 2
     assert main(["leaderboard", "--results", str(tmp_path / "results"),
                  "--out", str(tmp_path / "boards")]) == 0
     assert len(list((tmp_path / "boards").glob("align_*_reward_kl.png"))) == 1
-    assert "reward_kl.png" in (tmp_path / "boards" / "align.md").read_text()
+    board = (tmp_path / "boards" / "align.md").read_text()
+    assert "reward_kl.png" in board
+    assert "against DPO at matched KL" in board and "against DPO at equal length" in board
+    assert "β = 0.1, 0.5" in board
 
 
 def test_usage_errors_are_one_line(tiny_chat_model_dir, tmp_path, capsys, monkeypatch):
