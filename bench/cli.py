@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -165,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Collect results of several methods (and seeds) on one "
                           "suite: mean ± std and a paired test of each against a baseline.")
     cmp_.add_argument("--suite", required=True)
-    cmp_.add_argument("--methods", type=_comma_list, required=True, help="a,b,c")
+    cmp_.add_argument("--methods", type=_comma_list, required=True,
+                      help="a,b,c; an entry FILE.py:FN is your own loss (as `bench run "
+                      "--loss`), compared as custom-FN")
     cmp_.add_argument("--baseline",
                       help="method every other is tested against (default: the suite's)")
     cmp_.add_argument("--seeds", type=_positive_int,
@@ -364,8 +367,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if given:
             raise UsageError(f"{given[0]} only applies with --seeds N (it is passed to the "
                              "runs --seeds starts); add --seeds or drop it")
-    else:
-        _run_missing_seeds(args, [baseline, *args.methods])
+    losses = _user_loss_methods(args.methods, metadata)
+    args.methods = [losses.get(m, m) for m in args.methods]
+    if args.seeds is not None:
+        _run_missing_seeds(args, [baseline, *args.methods],
+                           {name: spec for spec, name in losses.items()})
     records = ResultStore(args.results).load(args.suite)
     if args.seeds is not None:
         records = [r for r in records if r["seed"] < args.seeds and r["preset"] == args.preset]
@@ -405,8 +411,24 @@ def _check_preset(preset: str, metadata: SuiteMetadata) -> None:
                          f"{', '.join(metadata.preset_names)}")
 
 
-def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
-    """``bench run`` each (method, seed) of ``bench compare --seeds`` without a result."""
+def _user_loss_methods(methods: list[str], metadata: SuiteMetadata) -> dict[str, str]:
+    """``{"FILE.py:FN": "custom-FN"}`` for the ``--methods`` entries that are user losses,
+    each loaded and checked before any run (as ``bench run --loss`` does)."""
+    specs = [m for m in methods if re.fullmatch(r".+\.py:\w+", m)]
+    if not specs:
+        return {}
+    if not metadata.user_loss:
+        raise UsageError(f"--methods {specs[0]}: suite {metadata.name!r} does not train with "
+                         "token-level losses, so it cannot compare your own loss")
+    from bench.core.user_loss import load_user_loss
+
+    return {spec: f"custom-{load_user_loss(spec)[1]}" for spec in specs}
+
+
+def _run_missing_seeds(args: argparse.Namespace, methods: list[str],
+                       losses: dict[str, str] | None = None) -> None:
+    """``bench run`` each (method, seed) of ``bench compare --seeds`` without a result;
+    ``losses`` maps a ``custom-FN`` method to the ``FILE.py:FN`` it is run with."""
     from bench.core.results import ResultStore
 
     have = {(r["method"], r["seed"]) for r in ResultStore(args.results).load(args.suite)
@@ -416,7 +438,9 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str]) -> None:
             if (method, seed) in have:
                 continue
             print(f"bench compare: running {method} seed {seed} ({args.preset})", flush=True)
-            argv = ["run", "--method", method, "--suite", args.suite, "--seed", str(seed),
+            what = ["--loss", losses[method]] if losses and method in losses \
+                else ["--method", method]
+            argv = ["run", *what, "--suite", args.suite, "--seed", str(seed),
                     "--preset", args.preset, "--out", str(args.results),
                     "--device", args.device] + (["--allow-dirty"] if args.allow_dirty else [])
             if args.dataset:

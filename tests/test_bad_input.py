@@ -131,6 +131,18 @@ def test_compare_options_that_need_seeds_say_so(capsys, tmp_path):
     assert "--power -1.0: expected a positive difference" in err
 
 
+def test_compare_checks_a_user_loss_entry_before_any_run(capsys, tmp_path):
+    err = _one_line_error(capsys, main(["compare", "--suite", "instruct", "--methods",
+                                        f"fkl,{tmp_path}/none.py:kl", "--seeds", "1",
+                                        "--results", str(tmp_path)]))
+    assert "none.py:kl" in err and "does not exist" in err
+    (tmp_path / "ok.py").write_text("def kl(s, t, *, mask=None, temperature=1.0):\n"
+                                    "    return (s - t).pow(2).mean()\n")
+    err = _one_line_error(capsys, main(["compare", "--suite", "specbench", "--methods",
+                                        f"ar,{tmp_path}/ok.py:kl", "--results", str(tmp_path)]))
+    assert "suite 'specbench' does not train with token-level losses" in err
+
+
 def test_a_dirty_checkout_may_not_write_committed_rows(toy, capsys, monkeypatch):
     from pathlib import Path
 

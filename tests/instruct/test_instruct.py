@@ -177,16 +177,24 @@ def test_compare_runs_missing_seeds_then_reports_mean_and_std(tiny_chat_model_di
     monkeypatch.setenv("DISTILLBENCH_CACHE", str(tmp_path / "cache"))
     sets = ["max_new_tokens=3", "train_per_task=2", "test_per_task=2", "student_layers=1",
             "mixed_precision=no", "gen_batch_size=4", "max_context_tokens=8", "max_steps=1"]
-    argv = ["compare", "--suite", "instruct", "--methods", "fkl", "--seeds", "2",
-            "--preset", "smoke", "--teacher", str(tiny_chat_model_dir),
+    loss = _write(tmp_path, (
+        "def sym_kl(student_logits, teacher_logits, *, mask=None, temperature=1.0):\n"
+        "    s = torch.log_softmax(student_logits / temperature, -1)\n"
+        "    t = torch.log_softmax(teacher_logits / temperature, -1)\n"
+        "    per = ((t.exp() - s.exp()) * (t - s)).sum(-1)\n"
+        "    return per[mask].mean() if mask is not None else per.mean()\n"))
+    argv = ["compare", "--suite", "instruct", "--methods", f"fkl,{loss}:sym_kl",
+            "--seeds", "2", "--preset", "smoke", "--teacher", str(tiny_chat_model_dir),
             "--results", str(tmp_path / "results"), "--dataset", "offline/nq-open"]
     for item in sets:
         argv += ["--set", item]
     assert main(argv) == 0
     out = capsys.readouterr().out
     files = sorted(p.name for p in (tmp_path / "results").rglob("*.json"))
-    assert len(files) == 4  # sft and fkl, seeds 0 and 1
-    assert "| fkl |" in out.replace("  ", " ") and "Mean ± std" in out
+    assert len(files) == 6  # sft, fkl and the user's loss, seeds 0 and 1
+    assert sum(f.startswith("custom-sym_kl__") for f in files) == 2
+    table = out.replace("  ", " ")
+    assert "| fkl |" in table and "| custom-sym\\_kl |" in table and "Mean ± std" in out
     assert main(argv) == 0  # everything present now: nothing is rerun
     assert "running" not in capsys.readouterr().out
 
