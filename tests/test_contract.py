@@ -217,5 +217,5 @@ def test_every_method_entry_names_known_suites():
 def test_suite_metadata_round_trips_through_json_friendly_fields():
     meta = SUITES.entry("beir").meta["metadata"]
     assert json.dumps([s.default for s in meta.settings])  # defaults are plain JSON
-    assert meta.defaults("smoke") == {"n_queries": 25, "depth": 10}
-    assert meta.defaults("full") == {"n_queries": None, "depth": 100}
+    assert meta.defaults("smoke") == {"n_queries": 25, "depth": 10, "eval_split": "test"}
+    assert meta.defaults("full") == {"n_queries": None, "depth": 100, "eval_split": "test"}

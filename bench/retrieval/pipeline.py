@@ -19,6 +19,11 @@ cpu-long   200           20     the offline stand-ins; the method's longer CPU r
 full       all           100    the real benchmarks (needs DISTILLBENCH_ONLINE=1)
 =========  ============  =====  ====================================================
 
+Choosing a recipe (``--set eval_split=validation``): the collection's dev queries (10% of
+the offline stand-ins' queries by id hash; FiQA and most real sets have none, which is a
+usage error) are scored instead of the test queries, under the dataset id
+``<id>@validation``; DeAR trains on the train split, disjoint from both.
+
 Method hook (:class:`bench.contracts.RerankerRecipe`): ``build_rerankers(context:
 RetrievalContext) -> [(row name, reranker | None, model name), ...]``, one row per
 leaderboard row the run yields (DeAR: the undistilled student, DeAR-P, DeAR-L); a reranker
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contracts import RetrievalContext, resolve_recipe
+from bench.errors import UsageError
 from bench.retrieval.collections import Collection, load_collection
 from bench.retrieval.costs import RowCosts
 from bench.suite import RunOptions, Suite
@@ -73,8 +79,17 @@ class RetrievalSuite(Suite):
         return settings
 
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
+        dataset_ids = self.dataset_ids(options)
+        if self.settings(options)["eval_split"] == "validation":  # checked before any work
+            for dataset_id in dataset_ids:
+                collection = load_collection(dataset_id)
+                if "dev" not in collection.splits():
+                    raise UsageError(
+                        f"--set eval_split=validation: {collection.id} has no dev split (it "
+                        f"has: {', '.join(collection.splits())}); pass --dataset with a "
+                        "collection that has one, e.g. --dataset offline/boolq")
         records: list[dict[str, Any]] = []
-        for dataset_id in self.dataset_ids(options):
+        for dataset_id in dataset_ids:
             records.extend(self._run_dataset(dataset_id, options))
         return records
 
@@ -86,8 +101,11 @@ class RetrievalSuite(Suite):
         start = time.perf_counter()
         settings = self.settings(options)
         collection = load_collection(dataset_id)
-        qrels_all = collection.qrels("test")
-        queries = _sample(collection.queries("test"), settings["n_queries"])
+        # validation = the collection's dev queries: recipes are chosen on them, so the
+        # test queries stay unseen (DeAR trains on the train split, disjoint from both)
+        split = "dev" if settings["eval_split"] == "validation" else "test"
+        qrels_all = collection.qrels(split)
+        queries = _sample(collection.queries(split), settings["n_queries"])
         qrels = {q: qrels_all[q] for q in queries}
         work_dir = Path(options.work_dir or cache_dir() / "runs")
         candidates = self._bm25(collection, queries, work_dir)
@@ -96,7 +114,9 @@ class RetrievalSuite(Suite):
                                    bm25=lambda c, qs: self._bm25(c, qs, work_dir))
         rows = resolve_recipe(options.method, self.name).build_rerankers(context)
         setup_seconds = time.perf_counter() - start
-        dataset = {"id": collection.id, "checksum": collection.checksum("test"), "split": "test",
+        suffix = "@validation" if split == "dev" else ""
+        dataset = {"id": collection.id + suffix, "checksum": collection.checksum(split),
+                   "split": "validation" if split == "dev" else "test",
                    "offline_stand_in": collection.offline_stand_in,
                    "stands_in_for": collection.stands_in_for, "num_items": len(qrels)}
         records = []

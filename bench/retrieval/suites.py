@@ -28,6 +28,9 @@ RETRIEVAL_SETTINGS = (
     Setting("n_queries", "int", 200, "test queries (the first N ids in sorted order; null: all)",
             min=1, nullable=True),
     Setting("depth", "int", 20, "rerank the top N of the 100 BM25 candidates", min=1, max=100),
+    Setting("eval_split", "str", "test", "queries scored: test, or validation (the "
+            "collection's dev split, for choosing a recipe; never trained on)",
+            choices=("test", "validation")),
 )
 RETRIEVAL_PRESETS = {
     "smoke": {"n_queries": 25, "depth": 10},

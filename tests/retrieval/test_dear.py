@@ -126,3 +126,84 @@ def test_cpu_long_preset_is_dear_only_and_set_overrides_it(tmp_path, capsys):
                  *out]) == 2
     assert "suite 'instruct' has presets smoke, default, full" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_lower_then_upper_layers_equal_the_full_forward(tiny_model_dir):
+    from methods.retrieval.dear import build_student
+    from methods.retrieval.frozen_layers import pad_states, run_layers
+
+    model = build_student(DeARConfig(student=str(tiny_model_dir), student_layers=2,
+                                     max_doc_tokens=8))
+    enc = model.encode(["alpha beta", "gamma"], ["alpha beta gamma delta", "pi rho"])
+    decoder = model.lm.get_decoder()
+    with torch.no_grad():
+        full = decoder(**enc).last_hidden_state
+        lower = run_layers(decoder, 0, 1, input_ids=enc["input_ids"], final_norm=False,
+                           attention_mask=enc["attention_mask"],
+                           position_ids=enc["position_ids"])
+        # unpad then re-pad, as the cache stores rows: padding changes nothing
+        rows = [lower[i, lower.shape[1] - int(n):] for i, n in
+                enumerate(enc["attention_mask"].sum(-1))]
+        padded, attention, positions = pad_states(rows)
+        upper = run_layers(decoder, 1, 2, inputs_embeds=padded, attention_mask=attention,
+                           position_ids=positions, final_norm=True)
+    torch.testing.assert_close(upper[:, -1], full[:, -1], rtol=1e-5, atol=1e-5)
+    assert len(decoder.layers) == 2  # the slice is undone
+    with pytest.raises(ValueError, match="exactly one"):
+        run_layers(decoder, 0, 1, attention_mask=attention, position_ids=positions,
+                   final_norm=True)
+
+
+def test_frozen_layers_stay_pretrained_and_their_states_are_cached(tiny_model_dir, tmp_path):
+    from methods.retrieval.dear import build_student
+
+    docs, queries, qrels, candidates = toy_data()
+    groups = build_groups(queries, qrels, candidates, group_size=3, negatives_depth=10)
+    cfg = DeARConfig(student=str(tiny_model_dir), student_layers=2, frozen_layers=1,
+                     train_queries=6, group_size=3, batch_queries=2, epochs=1,
+                     checkpoint_every=2, mixed_precision="no", max_doc_tokens=8)
+    init = build_student(cfg)
+    model = train_stage1(cfg, queries=queries, docs=docs, groups=groups,
+                         teacher=OverlapTeacher(), work_dir=tmp_path / "seed0", progress=False,
+                         states_dir=tmp_path / "frozen-states")
+    layers, before = model.lm.get_decoder().layers, init.lm.get_decoder().layers
+    for a, b in zip(layers[0].parameters(), before[0].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # frozen: untouched
+    assert any(not torch.equal(a, b) for a, b in zip(layers[1].parameters(),
+                                                      before[1].parameters(), strict=True))
+    cache = list((tmp_path / "frozen-states").glob("states-*.safetensors"))
+    assert len(cache) == 1
+    # another seed reuses the states (same pretrained lower layer, same pairs)
+    stamp = cache[0].stat().st_mtime_ns
+    other = DeARConfig(**{**cfg.__dict__, "seed": 1})
+    train_stage1(other, queries=queries, docs=docs, groups=groups, teacher=OverlapTeacher(),
+                 work_dir=tmp_path / "seed1", progress=False,
+                 states_dir=tmp_path / "frozen-states")
+    assert list((tmp_path / "frozen-states").glob("*")) == cache
+    assert cache[0].stat().st_mtime_ns == stamp
+    # resumed from its final checkpoint, the run gives the same weights
+    again = train_stage1(cfg, queries=queries, docs=docs, groups=groups,
+                         teacher=OverlapTeacher(), work_dir=tmp_path / "seed0",
+                         progress=False, states_dir=tmp_path / "frozen-states")
+    torch.testing.assert_close(again.head.weight, model.head.weight)
+
+
+def test_frozen_layers_must_leave_a_layer_to_train(tmp_path, capsys):
+    from bench.cli import main
+
+    code = main(["run", "--method", "dear", "--suite", "beir", "--preset", "smoke",
+                 "--set", "frozen_layers=4", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "frozen_layers=4" in err[0] and "below student_layers (4)" in err[0]
+
+
+def test_validation_without_a_dev_split_is_refused_before_any_work(tmp_path, capsys):
+    from bench.cli import main
+
+    code = main(["run", "--method", "bm25", "--suite", "beir", "--set",
+                 "eval_split=validation", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "offline/fiqa has no dev split" in err[0] and "--dataset offline/boolq" in err[0]
+    assert not list(tmp_path.rglob("*.json"))  # nothing ran, not even the other datasets
