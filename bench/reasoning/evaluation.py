@@ -34,11 +34,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from lm_eval.models.huggingface import HFLM
+
+from bench.reasoning.problem import Problem
 
 AnswerFn = Callable[[str, int, list[str]], tuple[str, int]]
 
@@ -191,18 +193,33 @@ def gen_tokens(ds: Any, settings: dict[str, Any], longest: int) -> int:
 
 
 def evaluate_model(ds: Any, settings: dict[str, Any], model: Any, tok: Any, label: str,
-                   longest: int, work_dir: Path, *, system_instruction: str | None = None
+                   longest: int, work_dir: Path, *, system_instruction: str | None = None,
+                   validation: Sequence[Problem] | None = None
                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Evaluate ``model`` (an HF model, or a pipeline with ``answer``) on dataset ``ds``
-    (:class:`bench.reasoning.suite.Dataset`); ``system_instruction`` switches on lm-eval's
-    chat template. Returns (rows, the protocol to record)."""
+    (:class:`bench.reasoning.splits.Dataset`); ``system_instruction`` switches on lm-eval's
+    chat template; ``validation`` (offline datasets) scores those items instead of the test
+    split, through the same lm-eval filters and metric. Returns (rows, the protocol to
+    record)."""
     import copy
 
     import torch
 
     max_new = gen_tokens(ds, settings, longest)
-    include = None
-    if ds.offline:
+    include, task, split = None, ds.task, "test"
+    if validation is not None:
+        from bench.reasoning.lm_eval_tasks import (
+            task_splits,
+            validation_task_name,
+            write_validation_task,
+        )
+
+        fewshot = task_splits([ds.digits] if ds.digits else [], ds.kind == "asdiv",
+                              ds.style)[ds.task][0]
+        include = write_validation_task(work_dir / "lm_eval", ds.task, fewshot, validation,
+                                        max_gen_toks=max_new)
+        task, split = validation_task_name(ds.task), "validation"
+    elif ds.offline:
         from bench.reasoning.lm_eval_tasks import write_lm_eval_tasks
 
         sizes = [ds.digits] if ds.digits else []
@@ -221,14 +238,14 @@ def evaluate_model(ds: Any, settings: dict[str, Any], model: Any, tok: Any, labe
             model = copy.deepcopy(model).float().eval()
             lm = TimedHFLM(pretrained=model, tokenizer=tok, batch_size=bs,
                            progress_label=label, latency_items=timed_items)
-    rows = evaluate(lm, ds.task, include_path=include, limit=settings["n_test"],
+    rows = evaluate(lm, task, include_path=include, limit=settings["n_test"],
                     num_fewshot=settings["num_fewshot"], apply_chat_template=chat,
                     system_instruction=system_instruction)
     every = pipeline or bs == 1
     timed = sum("latency_s" in r for r in rows)
     protocol = {"batch_size": 1 if pipeline else bs,
                 "latency": "per answer, one at a time, every item" if every else
-                f"per answer, one at a time, the first {timed} test items; the other "
+                f"per answer, one at a time, the first {timed} {split} items; the other "
                 f"items answered in batches of {bs} (accuracy and tokens only)",
                 "latency_items": timed, "dtype": "float32", "decoding": "greedy",
                 "max_gen_toks": max_new, "prompt": "chat + instruction" if chat else "plain",
