@@ -385,7 +385,7 @@ class InstructSuite(Suite):
                   "samples": [{"id": it.id, "response": g.text}
                               for it, g in list(zip(items, gens, strict=True))[:3]]}
         notes = list(context.notes)
-        attach_baseline_bootstrap(config, notes, options, self.name, task.dataset_id, "rougeL",
+        attach_baseline_bootstrap(config, notes, options, self.name, dataset["id"], "rougeL",
                                   scores, settings["baseline"])
         metrics = {"rougeL": sum(scores.values()) / len(scores),
                    "response_tokens": sum(lengths.values()) / len(lengths)}
