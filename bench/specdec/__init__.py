@@ -8,7 +8,8 @@
 - :func:`speculative_step_distribution`: the exact output law of one accept/reject step.
 
 The suite (:mod:`bench.specdec.suite`) decodes every prompt plainly and speculatively back
-to back (:func:`bench.specdec.evaluation.decode_item`).
+to back, in a seeded random order per prompt (:func:`bench.specdec.evaluation.decode_item`),
+and measures the cost model of speculative decoding (:mod:`bench.specdec.costs`).
 
 Batch size 1 throughout (as EAGLE's and Spec-Bench's evaluation). Conventions (tau
 includes the bonus token; plain decoding has tau = 1) are in :mod:`bench.specdec.engine`.

@@ -55,6 +55,8 @@ class Draft(Protocol):
     Optional ``observe(tokens, logits)``: called after every verification pass with the
     pass's input tokens and the target's logits there (Token Recycling learns from them);
     its time counts as draft time.
+    Optional ``cast(dtype)``: put the draft's floating-point weights in ``dtype`` (the
+    suite's decoding ``dtype``, the target's); drafts without weights need none.
     """
 
     needs_hidden: bool
@@ -97,6 +99,11 @@ class LMDraft:
 
     def reset(self) -> None:
         self.cache, self.ids = None, []
+
+    def cast(self, dtype: torch.dtype) -> None:
+        """Decode in ``dtype`` (the target's), forgetting the cache of the old dtype."""
+        self.model.to(dtype)
+        self.reset()
 
     def _sync(self, context: list[int]) -> torch.Tensor:
         """Make the cache hold exactly ``context``; return the logits after it ``[V]``."""

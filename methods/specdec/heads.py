@@ -233,6 +233,16 @@ class FeatureDraft:
     def reset(self) -> None:
         self.kv, self.pair_tokens = None, []
 
+    def cast(self, dtype: torch.dtype) -> None:
+        """Decode in ``dtype`` (the suite's decoding dtype): the head and the copies of the
+        target's embedding and LM head it holds (the target's own cast does not reach
+        them: they are detached tensors of the weights as they were)."""
+        self.head.to(dtype)
+        self.embed_weight = self.embed_weight.to(dtype)
+        self.head_weight = self.head_weight.to(dtype)
+        self.head_bias = None if self.head_bias is None else self.head_bias.to(dtype)
+        self.reset()
+
     # -- pieces ----------------------------------------------------------------------
     def _dtype(self) -> torch.dtype:
         return self.head.fc.weight.dtype
@@ -242,8 +252,14 @@ class FeatureDraft:
 
     def logprobs(self, logit_hidden: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Full-vocabulary draft log-probabilities ``[..., V]`` (-inf outside a subset)."""
-        logits = F.linear(logit_hidden.float(), self.head_weight.float(),
-                          None if self.head_bias is None else self.head_bias.float())
+        # A half-precision LM head multiplies in its own dtype (a float32 copy of a bf16
+        # head per draft step would cost more than the step); otherwise float32 as ever.
+        # The softmax runs in float32 either way.
+        w = self.head_weight
+        dtype = w.dtype if w.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        logits = F.linear(logit_hidden.to(dtype), w.to(dtype),
+                          None if self.head_bias is None else self.head_bias.to(dtype)
+                          ).float()
         t = temperature if temperature > 0 else 1.0
         logp = torch.log_softmax(logits / t, dim=-1)
         if self.subset is None:
