@@ -175,13 +175,15 @@ class Board:
     row_mean: dict[tuple[str, str], float | None]
     row_recs: dict[tuple[str, str], list[dict[str, Any]]]
     ds_info: dict[str, dict[str, Any]]  # id -> the dataset block of its first record
+    higher_is_better: bool = True  # the main score's direction (rows rank best first)
 
 
 def build_board(suite: str, records: Sequence[dict[str, Any]], baseline: str | None,
-                test: str, correction: str = "holm") -> Board:
+                test: str, correction: str = "holm", higher_is_better: bool = True) -> Board:
     """The :class:`Board` of ``suite`` (records of other suites are ignored): cells tested
     with ``test`` against ``baseline``, p-values corrected together with ``correction``,
-    rows ranked (the baseline first, then by mean, rows without one last)."""
+    rows ranked (the baseline first, then best mean first: highest, or lowest when not
+    ``higher_is_better``; rows without one last)."""
     check_test(test)
     recs = [r for r in records if r["suite"] == suite]
     if not recs:
@@ -198,7 +200,10 @@ def build_board(suite: str, records: Sequence[dict[str, Any]], baseline: str | N
         cells = [stats.get((*row, ds)) for ds in mains]
         row_mean[row] = (math.fsum(c.mean for c in cells if c) / len(cells)
                          if all(cells) else None)
-    rows.sort(key=lambda r: (r[0] != baseline, row_mean[r] is None, -(row_mean[r] or 0.0), r))
+    sign = -1.0 if higher_is_better else 1.0
+    rows.sort(key=lambda r: (r[0] != baseline, row_mean[r] is None,
+                             sign * (row_mean[r] or 0.0), r))
     row_recs = {row: [r for k, v in groups.items() if k[:2] == row for r in v] for row in rows}
     ds_info = {ds: next(r["dataset"] for r in recs if r["dataset"]["id"] == ds) for ds in mains}
-    return Board(recs, groups, mains, stats, rows, row_mean, row_recs, ds_info)
+    return Board(recs, groups, mains, stats, rows, row_mean, row_recs, ds_info,
+                 higher_is_better)

@@ -22,7 +22,8 @@ def _summary(meta: dict[str, Any], b: Board) -> str:
             f"({n_stand_in} offline stand-in), {len(b.rows)} method/model row(s)")
     ranked = [r for r in b.rows if b.row_mean[r] is not None]
     if ranked:
-        best = min(ranked, key=lambda r: (-(b.row_mean[r] or 0.0), r))
+        sign = -1.0 if b.higher_is_better else 1.0
+        best = min(ranked, key=lambda r: (sign * (b.row_mean[r] or 0.0), r))
         line += f"; best mean {best[0]} / {best[1]} {fmt(b.row_mean[best])}"
     return line
 

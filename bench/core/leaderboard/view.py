@@ -109,10 +109,11 @@ def _dates(recs: Iterable[dict[str, Any]]) -> str:
 def _legend(suite: str, b: Board, *, baseline: str | None, test: str, alpha: float,
             correction: str) -> list[str]:
     versions = sorted({r["suite_version"] for r in b.records})
+    direction = "" if b.higher_is_better else " (lower is better)"
     out = [f"Suite {escape_md(suite)}, version {_join(versions)}; main score "
-           f"{_join(b.mains.values())}. Cells: mean over seeds ± sample standard deviation "
-           "(when more than one seed). Mean: over all datasets, only for rows with results "
-           "on every dataset."]
+           f"{_join(b.mains.values())}{direction}. Cells: mean over seeds ± sample standard "
+           "deviation (when more than one seed). Mean: over all datasets, only for rows "
+           "with results on every dataset."]
     if len(versions) > 1:
         out.append("**Warning:** these results span several suite versions; scores from "
                    "different versions are not comparable.")

@@ -140,7 +140,8 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
         test = meta.get("test", "auto")
         correction = meta.get("correction", "holm")
         built.append((suite, meta, srecs, test,
-                      build_board(suite, srecs, meta.get("baseline"), test, correction)))
+                      build_board(suite, srecs, meta.get("baseline"), test, correction,
+                                  meta.get("higher_is_better", True))))
     written: list[Path] = []
     pages, indexed = [], []
     for suite, meta, srecs, test, board in built:
