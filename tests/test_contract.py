@@ -17,7 +17,7 @@ from methods import METHODS
 
 def test_discovery_reads_what_each_suite_class_declares():
     assert set(SUITES.names()) == {"align", "beir", "gsm8k", "imagenet-lt", "instruct",
-                                   "specbench", "trec-dl"}
+                                   "lm", "specbench", "trec-dl"}
     for entry in SUITES.entries():
         cls = SUITES.get(entry.name)
         meta = entry.meta["metadata"]
@@ -166,7 +166,7 @@ def test_bench_ls_imports_no_torch_and_prints_the_matrix():
     assert "method x suite" in out
     matrix = out.split("method x suite")[1].splitlines()
     row = next(line for line in matrix if line.strip().startswith("teacher-direct"))
-    assert row.split()[1:] == [".", ".", "x", ".", ".", ".", "."]  # gsm8k only
+    assert row.split()[1:] == [".", ".", "x", ".", ".", ".", ".", "."]  # gsm8k only
 
 
 def test_bench_ls_suite_lists_its_methods_settings_and_presets(capsys):

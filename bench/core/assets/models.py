@@ -166,7 +166,7 @@ def prepare_gguf_model(s: AssetSpec, out: Path, progress: bool = True) -> None:
                                                  local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf, local_files_only=True)
     t_load = time.perf_counter() - t0
-    if not getattr(tokenizer, "chat_template", None):
+    if needs_chat_template(s) and not getattr(tokenizer, "chat_template", None):
         raise RuntimeError(f"{s.name}: the GGUF tokenizer has no chat template")
     # The weights are plain float32 now; drop the GGUF quantiser so save_pretrained writes
     # ordinary safetensors and the reload does not try to re-read a GGUF.
@@ -184,6 +184,12 @@ def prepare_gguf_model(s: AssetSpec, out: Path, progress: bool = True) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out / PREPARED_MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def needs_chat_template(s: AssetSpec) -> bool:
+    """Instruct models must keep their chat template through the conversion; a base model
+    (``meta["chat_template"] == "none"``, e.g. Gemma-3-270M) has none to keep."""
+    return s.meta.get("chat_template") != "none"
 
 
 def resolve_dtype(dtype: Any, default: Any) -> Any:
@@ -262,7 +268,8 @@ def load_causal_lm(name_or_path: str = "smollm2-135m-instruct",
     model = load_pretrained(AutoModelForCausalLM, source, local, "model",
                              dtype=torch_dtype, **kwargs)
     tokenizer = load_pretrained(AutoTokenizer, source, local, "tokenizer")
-    if packaged and not getattr(tokenizer, "chat_template", None):
+    if packaged and needs_chat_template(spec(name_or_path)) and \
+            not getattr(tokenizer, "chat_template", None):
         raise AssetMissingError(f"{source}: converted tokenizer lost its chat template; "
                                 f"delete that directory and run `bench assets prepare`")
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

