@@ -317,13 +317,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     check_launch()
     set_current(args.device)
-    if loss_fn is not None:
-        from methods.instruct.token_kd import user_loss_recipe
-
-        recipe = user_loss_recipe(options)
-    else:
-        recipe = resolve_recipe(args.method, args.suite)
     suite = suite_cls()
+    recipe = (suite.user_loss_recipe(options) if loss_fn is not None
+              else resolve_recipe(args.method, args.suite))
     suite.resolve_settings(options, recipe)
     from bench.core.assets import cache_dir
     from bench.core.io import writable_dir

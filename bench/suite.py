@@ -343,6 +343,11 @@ class Suite(ABC):
             meta.datasets
         cls.presets = meta.preset_names
 
+    def user_loss_recipe(self, options: RunOptions) -> Any:
+        """The recipe that trains with ``options.loss_fn`` (``bench run --loss``): suites
+        whose metadata sets ``user_loss`` override this with their own."""
+        raise NotImplementedError(f"suite {self.name!r} does not train with a user's loss")
+
     def resolve_settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
         """The run's settings: suite defaults < suite preset < recipe preset < ``--set``.
 

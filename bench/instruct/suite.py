@@ -262,15 +262,20 @@ class InstructSuite(Suite):
             settings["test_per_task"] = options.limit
         return settings
 
+    def user_loss_recipe(self, options: RunOptions) -> Any:
+        from methods.instruct.token_kd import user_loss_recipe
+
+        return user_loss_recipe(options)
+
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.contracts import InstructContext, resolve_recipe
         from bench.core.assets import cache_dir, load_causal_lm
         from bench.core.cost import generation_cost
         from bench.core.generation import GenerationCache, chat_prompt_ids, generate
-        from methods.instruct.token_kd import TrainExample, user_loss_recipe
+        from methods.instruct.token_kd import TrainExample
 
         start = time.perf_counter()
-        recipe = (user_loss_recipe(options) if options.loss_fn is not None
+        recipe = (self.user_loss_recipe(options) if options.loss_fn is not None
                   else resolve_recipe(options.method, self.name))
         settings = self.settings(options, recipe)
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "instruct"

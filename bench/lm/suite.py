@@ -124,15 +124,19 @@ class LMSuite(Suite):
                              f"({settings['window']})")
         return settings
 
+    def user_loss_recipe(self, options: RunOptions) -> Any:
+        from methods.lm.common import lm_user_loss_recipe
+
+        return lm_user_loss_recipe(options)
+
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.contracts import recipe_option, resolve_recipe
         from bench.core.assets import cache_dir, load_causal_lm
         from bench.lm.context import STUDENT, LMContext
         from bench.lm.data import segments
-        from methods.lm.common import lm_user_loss_recipe
 
         start = time.perf_counter()
-        recipe = (lm_user_loss_recipe(options) if options.loss_fn is not None
+        recipe = (self.user_loss_recipe(options) if options.loss_fn is not None
                   else resolve_recipe(options.method, self.name))
         settings = self.settings(options, recipe)
         student_name = options.student or STUDENT

@@ -171,3 +171,25 @@ def test_unknown_datasets_and_bad_windows_are_usage_errors(tiny, tmp_path, capsy
     assert "hf:NAME[:CONFIG]" in capsys.readouterr().err
     assert main(["run", "--method", "ce", *common, "--set", "stride=300"]) == 2
     assert "must be below window" in capsys.readouterr().err
+
+
+def test_a_user_loss_on_lm_takes_the_lm_recipe_settings():
+    """`bench run --loss f.py:fn --suite lm --set kd_weight=...`: the settings are checked
+    against the lm suite's own user-loss recipe, not instruct's."""
+    import torch
+
+    from bench.errors import UsageError
+    from bench.suite import SUITES, RunOptions
+
+    def sym(student_logits, teacher_logits, *, mask=None, temperature=1.0):
+        return torch.zeros((), requires_grad=True)
+
+    options = RunOptions(method="custom-sym", loss_fn=sym, loss_name="sym",
+                         overrides={"kd_weight": 0.5})
+    suite = SUITES.get("lm")()
+    assert suite.resolve_settings(options, suite.user_loss_recipe(options))["kd_weight"] == 0.5
+    with pytest.raises(UsageError, match="kd_weight"):
+        instruct = SUITES.get("instruct")()
+        instruct.resolve_settings(options, instruct.user_loss_recipe(options))
+    with pytest.raises(NotImplementedError):
+        SUITES.get("specbench")().user_loss_recipe(options)
