@@ -85,12 +85,13 @@ METADATA = SuiteMetadata(
     plot="bench.core.plots:main_score_bars",
     description="Offline default (CPU budget): SmolLM2-135M-Instruct teacher, fine-tuned 60 "
                 "steps on the training references first (MiniLLM's teacher SFT; model names "
-                "end in -sft60; rows without it come from the earlier default, which used "
-                "the packaged teacher); students are its first 8 of 30 layers trained 76 "
+                "end in -sft60); students are its first 8 of 30 layers trained 76 "
                 "steps on 300 teacher responses, then judged on 60 test prompts per set "
                 "(greedy, ROUGE-L F1 against the best reference); each row is tested against "
-                "`sft` (the legend names the test). student-init (the untrained 8-layer "
-                "student) and teacher bound the range. Measurement logs: "
+                "`sft` (the legend names the test), with 3 training seeds per distilled row. "
+                "student-init (the untrained 8-layer student) and teacher bound the range. "
+                "At this budget the seed-to-seed spread of a row (SD 0.01-0.05 per set) "
+                "dominates: read the MDE column before ranking losses. Measurement logs: "
                 "docs/measurements/instruct.md.",
     datasets=(
         DatasetSpec("offline/xsum", "XSum: one-sentence summaries of BBC articles",
