@@ -243,3 +243,30 @@ def conversation_ids(tokenizer: Any, turns: list[str], answers: list[str]) -> li
 def items_checksum(items: list[SpecItem]) -> str:
     digest = hashlib.sha256(json.dumps([[it.id, list(it.turns)] for it in items]).encode())
     return f"sha256:{digest.hexdigest()}"
+
+
+def train_examples(settings: dict[str, Any], items: list[SpecItem], target: Any,
+                   target_name: str, tokenizer: Any, work_dir: Path) -> list[Any]:
+    """The heads' and draft LM's training examples: the target's greedy responses to the
+    training prompts (generated once, cached under ``work_dir / "generations"``, with the
+    top-k logits), or the data's references (``train_responses=reference``). Empty
+    responses are dropped."""
+    from bench.core.generation import GenerationCache, chat_prompt_ids, generate, stop_ids
+    from bench.core.hf import inference_copy
+    from methods.instruct.token_kd import TrainExample
+
+    prompts = [chat_prompt_ids(tokenizer, it.turns[0]) for it in items]
+    if settings["train_responses"] == "reference":
+        eos = stop_ids(target, tokenizer)[:1]
+        return [TrainExample(p, tokenizer.encode(it.reference, add_special_tokens=False)
+                             + eos) for p, it in zip(prompts, items, strict=True)
+                if it.reference]
+    gen_model = inference_copy(target, settings["teacher_dtype"])
+    key = json.dumps([target_name, settings["teacher_dtype"], settings["max_new_tokens"],
+                      "greedy"])
+    gens = generate(gen_model, tokenizer, prompts, max_new_tokens=settings["max_new_tokens"],
+                    batch_size=settings["gen_batch_size"], topk=settings["topk"],
+                    cache=GenerationCache(work_dir / "generations", key),
+                    label="target responses (train)")
+    return [TrainExample(g.prompt_ids, g.output_ids, g.topk_values, g.topk_indices,
+                         g.topk_lse) for g in gens if g.output_ids]

@@ -12,7 +12,9 @@ record holds beyond the timing metrics:
 - the A/B order: per item ``spec_first`` (1: speculative ran first) and ``order_seed``;
 - the cost model of :mod:`bench.specdec.costs`: metrics ``c``, ``v`` and
   ``break_even_tau`` (one probe per run, the same in every record of the run), the probe's
-  details in config ``cost_probe``.
+  details in config ``cost_probe``;
+- with ``curve_steps`` (eagle, fspad), the ``all`` record's config ``tau_curve``: tau of
+  the head after each of those training steps, per item (:mod:`bench.specdec.curve`).
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ class RunParts:
 
 def build_record(run: RunParts, dataset_id: str, category: str, items: list[Any],
                  results: list[Any], sampled: list[Any], check: dict[str, Any] | None,
-                 cost: dict[str, Any]) -> dict[str, Any]:
-    """The record of one group of items (a category, or all)."""
+                 cost: dict[str, Any], *, tau_curve: list[dict[str, Any]] | None = None
+                 ) -> dict[str, Any]:
+    """The record of one group of items (a category, or all); ``tau_curve`` (the ``all``
+    record's, :mod:`bench.specdec.curve`) goes into its config."""
     import torch
 
     from bench.core.results import new_record
@@ -103,6 +107,8 @@ def build_record(run: RunParts, dataset_id: str, category: str, items: list[Any]
         config["token_agreement"] = metrics["token_agreement"]
     if check is not None:
         config["sampling_check"] = check
+    if tau_curve is not None:
+        config["tau_curve"] = tau_curve
     notes = list(run.context.notes)
     if mode == "exact" and not exact:
         notes.append("LOSSLESS CHECK FAILED: some greedy outputs differ from plain "

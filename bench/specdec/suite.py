@@ -47,7 +47,7 @@ the record's prompts, so no probe is needed (decoding is never cached).
 
 Presets (recorded in every result):
 
-=======  ==================================================================================
+======== ==================================================================================
 smoke    4 train / 2 test prompts per category, 32 new tokens, a sampling speed pass over
          1 prompt per category: minutes
 default  the committed leaderboard: 60 train prompts per category (360 greedy target
@@ -66,7 +66,12 @@ full     paper scale on a GPU: ``--teacher lmsys/vicuna-7b-v1.3`` (or a LLaMA-2/
          sampling pass, heads trained 20 epochs with the official hyperparameters (lr 3e-5
          EAGLE / 5e-5 FSPAD, betas (0.9, 0.95), 2,000 warm-up steps, bf16); ``accelerate
          launch -m bench run --preset full ...``
-=======  ==================================================================================
+cpu-long eagle and fspad only, past the 30-minute budget (hours; resumable: rerun the same
+         command): 300 train prompts per category (1,800 target responses, cached), heads
+         trained 10 epochs pinned at 2,250 steps, and the tau-vs-steps curve
+         (:mod:`bench.specdec.curve`) at steps 25, 60, 150, 370, 900 and 2,250 on the
+         first 5 test prompts per category; otherwise the default
+======== ==================================================================================
 
 Why 20 test prompts and a random order (version 2; version 1 timed 5 per category, plain
 always first): with 5 prompts the exact paired test cannot reach p < 0.05 at all, and a
@@ -84,12 +89,10 @@ papers' setting, so off by default.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.core.hf import inference_copy
 from bench.errors import UsageError
 from bench.specdec.data import CATEGORY_NAMES
 from bench.suite import (
@@ -116,7 +119,8 @@ METADATA = SuiteMetadata(
             "summarization, translation, math, RAG, multi-turn prompts)",
     citation="Xia et al. 2024 (Spec-Bench), arXiv:2401.07851",
     main_score="speedup", baseline="ar",
-    plot="bench.core.plots:speedup_vs_tau", sections="bench.specdec.tables:spec_bench_tables",
+    plot="bench.specdec.plots:spec_bench_plots",
+    sections="bench.specdec.tables:spec_bench_tables",
     description="Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
                 "batch size 1 (a model name ending in -bf16: target and draft decode in "
                 "bfloat16, checked by token agreement with plain bf16 decoding instead of "
@@ -129,7 +133,8 @@ METADATA = SuiteMetadata(
                 "c, v and "
                 "break_even_tau are the measured cost model: a method gains only where "
                 "tau > break_even_tau = 1 + k c + v. Heads are trained "
-                "for minutes on 360 target responses, not the papers' 20 epochs of "
+                "for minutes on 360 target responses ([cpu-long] rows: hours, 2,250 steps "
+                "on 1,800), not the papers' 20 epochs of "
                 "ShareGPT on a 7B target: compare methods here, not with the papers' "
                 "figures. Mean = mean over the six categories and the 'all' record. "
                 "Greedy decoding gives the main score; the `_sampling` metrics (per "
@@ -193,6 +198,11 @@ METADATA = SuiteMetadata(
                 "ones", nullable=True),
         Setting("train_responses", "str", "target", "heads learn the target's responses or "
                 "the references", choices=("target", "reference")),
+        Setting("curve_steps", "str", "", "training steps at which eagle / fspad heads are "
+                "scored for the tau-vs-steps curve, increasing and comma-separated (e.g. "
+                "25,60,150); empty or none: no curve", nullable=True),
+        Setting("curve_prompts", "int", 5, "test prompts per category of the tau curve, the "
+                "first ones", min=1),
     ),
     presets={
         "smoke": {"train_per_category": 4, "test_per_category": 2, "max_new_tokens": 32,
@@ -201,7 +211,11 @@ METADATA = SuiteMetadata(
         "full": {"train_per_category": None, "test_per_category": None,
                  "sampling_speed_per_category": None, "max_new_tokens": 1024,
                  "tree": "60,5,10", "gen_batch_size": 16},
+        # eagle and fspad only (their recipes add 10 epochs, pinned at 2,250 steps): past
+        # the 30-minute budget, resumable; the curve's points ~2.5x apart up to the end.
+        "cpu-long": {"train_per_category": 300, "curve_steps": "25,60,150,370,900,2250"},
     },
+    recipe_presets=("cpu-long",),
 )
 
 
@@ -222,6 +236,18 @@ def parse_tree(value: Any) -> Any:
 
 class SpecBenchSuite(Suite):
     metadata = METADATA
+
+    def resolve_settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
+        """The base class's settings, then the tau curve's (before any work: the CLI calls
+        this first): well-formed, for a head method, within the run's training steps."""
+        from bench.specdec.curve import check_curve_settings
+
+        settings = super().resolve_settings(options, recipe)
+        per_category = settings["train_per_category"]
+        n_train = None if settings["train_file"] or per_category is None else \
+            per_category * len(CATEGORY_NAMES)  # at most: a pool may hold fewer
+        check_curve_settings(settings, recipe, options, n_train)
+        return settings
 
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
         settings = self.resolve_settings(options, recipe)
@@ -264,29 +290,6 @@ class SpecBenchSuite(Suite):
         return f"{name}/", False, train, [(c, v[:n_test] if n_test else v)
                                           for c, v in cats.items()]
 
-    def _train_examples(self, settings: dict[str, Any], items: list[Any], target: Any,
-                        target_name: str, tokenizer: Any, work_dir: Path) -> list[Any]:
-
-
-        from bench.core.generation import GenerationCache, chat_prompt_ids, generate, stop_ids
-        from methods.instruct.token_kd import TrainExample
-
-        prompts = [chat_prompt_ids(tokenizer, it.turns[0]) for it in items]
-        if settings["train_responses"] == "reference":
-            eos = stop_ids(target, tokenizer)[:1]
-            return [TrainExample(p, tokenizer.encode(it.reference, add_special_tokens=False)
-                                 + eos) for p, it in zip(prompts, items, strict=True)
-                    if it.reference]
-        gen_model = inference_copy(target, settings["teacher_dtype"])
-        key = json.dumps([target_name, settings["teacher_dtype"], settings["max_new_tokens"],
-                          "greedy"])
-        gens = generate(gen_model, tokenizer, prompts, max_new_tokens=settings["max_new_tokens"],
-                        batch_size=settings["gen_batch_size"], topk=settings["topk"],
-                        cache=GenerationCache(work_dir / "generations", key),
-                        label="target responses (train)")
-        return [TrainExample(g.prompt_ids, g.output_ids, g.topk_values, g.topk_indices,
-                             g.topk_lse) for g in gens if g.output_ids]
-
     # -- run -----------------------------------------------------------------------------
     def run(self, options: RunOptions) -> list[dict[str, Any]]:
         from bench.contracts import SpecContext, recipe_option, resolve_recipe
@@ -294,6 +297,7 @@ class SpecBenchSuite(Suite):
         from bench.core.device import current as current_policy
         from bench.core.generation import stop_ids
         from bench.core.progress import progress_bar
+        from bench.specdec import data as sd
         from bench.specdec import evaluation as ev
         from bench.specdec.records import RunParts, build_record, row_model_name
 
@@ -310,8 +314,8 @@ class SpecBenchSuite(Suite):
         seconds: dict[str, float] = {}
         train = []
         if recipe_option(recipe, "needs_training_data"):
-            train = self._train_examples(settings, train_items, target, target_name,
-                                         tokenizer, work_dir)
+            train = sd.train_examples(settings, train_items, target, target_name,
+                                      tokenizer, work_dir)
         seconds["setup_and_train_data"] = round(time.perf_counter() - start, 1)
         context = SpecContext(options=options, settings=settings, work_dir=work_dir,
                               base_name=target_name, base=target, tokenizer=tokenizer,
@@ -321,13 +325,21 @@ class SpecBenchSuite(Suite):
         model_name = row_model_name(model_name, settings, draft=draft is not None)
         ev.cast_for_decoding(target, draft, settings["dtype"])
         seconds["train"] = round(time.perf_counter() - t0, 1)
-        t0 = time.perf_counter()
         flat = [it for _, items in tests for it in items]
         if not flat:
             raise UsageError("no test prompts selected; check --limit / test_per_category")
         k = int(settings["k"])
         decode = {"eos_ids": eos, "k": k, "tree": tree, "max_turns": settings["max_turns"],
                   "max_new_tokens": settings["max_new_tokens"]}
+        t0 = time.perf_counter()
+        # Before the timed passes, so a killed run keeps its (cached) curve points.
+        from bench.specdec.curve import run_curve
+
+        curve = run_curve(settings, tests, target, draft, tokenizer, decode, work_dir,
+                          context.notes, options.method)
+        if curve is not None:
+            seconds["tau_curve"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
         # The A/B order per item: a seeded coin, recorded per item as ``spec_first``.
         first = {it.id: ev.spec_runs_first(settings["order_seed"], it.id) for it in flat}
         ev.warmup(target, draft, tokenizer, flat[0], eos_ids=eos, k=k, tree=tree)
@@ -387,5 +399,6 @@ class SpecBenchSuite(Suite):
                              [sampled[it.id] for it in items if it.id in sampled],
                              check if cat == "all" or len(groups) == 1 else None,
                              ev.record_cost(draft_parameters, [by_id[it.id] for it in items],
-                                            draft, target, settings, tree))
+                                            draft, target, settings, tree),
+                             tau_curve=curve if cat == "all" or len(groups) == 1 else None)
                 for ds, cat, items in groups]

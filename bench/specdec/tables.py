@@ -8,6 +8,10 @@ floor) with the minimum detectable effect of the seed-aware paired test of
 :func:`bench.core.stats.compare`. A Δ below its MDE is one the run could not tell from
 timing noise; with 5 prompts per category the exact sign-flip test cannot reach
 p < 0.05 at all (MDE ∞), which is why the protocol times 20.
+
+Last, where records carry the tau curve (``config.tau_curve``, :mod:`bench.specdec.curve`),
+:func:`curve_table`: ``fspad`` against ``eagle`` at each training step count both curves
+have, run at the same preset, dataset, target and decoding (:func:`curve_setup`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 BASELINE = "ar"  # the suite's baseline (SuiteMetadata.baseline of specbench)
+# Presets that time exactly as another (only training differs): their rows may be tested
+# against that preset's ar row when they have none of their own.
+SAME_TIMING = {"cpu-long": "default"}
 
 
 def _category(dataset_id: str) -> str:
@@ -33,7 +40,10 @@ def speedup_against_ar(records: Sequence[dict[str, Any]]
     """(row method, model) -> category -> :class:`bench.core.stats.Comparison` of the
     per-prompt greedy speedups against the ``ar`` row run at the same preset, dtype and
     target on the same dataset (seeds of each side as separate runs); categories without
-    such an ``ar`` row are left out (a row may have none), ``ar`` rows are not compared."""
+    such an ``ar`` row are left out (a row may have none), ``ar`` rows are not compared.
+    A preset without an ``ar`` run of its own whose timing is another's (``cpu-long``: a
+    longer training recipe on the default's protocol, :data:`SAME_TIMING`) is compared
+    with that preset's ``ar``, as the main table picks its baseline."""
     from bench.core.leaderboard import row_method
     from bench.core.stats import compare
 
@@ -56,7 +66,8 @@ def speedup_against_ar(records: Sequence[dict[str, Any]]
     for row, cells in runs.items():
         out[row] = {}  # a row without any ar to compare with is shown, empty
         for key, a_runs in cells.items():
-            models = base.get(key, {})
+            models = base.get(key) or base.get((SAME_TIMING.get(key[0], key[0]), *key[1:]),
+                                               {})
             if len(models) != 1:  # no ar row, or ambiguous: leave the cell empty
                 continue
             (b_runs,) = models.values()
@@ -116,7 +127,7 @@ def spec_bench_tables(records: Sequence[dict[str, Any]]) -> list[str]:
                 + " | tau (all) | Overall speedup |",
                 "| --- | --- | " + " | ".join("---:" for _ in categories) + " | ---: | ---: |",
                 *rows]
-    return out + _mde_table(records, categories)
+    return out + _mde_table(records, categories) + curve_table(records)
 
 
 def _mde_table(records: Sequence[dict[str, Any]], categories: list[str]) -> list[str]:
@@ -139,7 +150,8 @@ def _mde_table(records: Sequence[dict[str, Any]], categories: list[str]) -> list
             for (method, model), by_cat in sorted(comparisons.items())]
     return ["", "### Greedy speedup against ar: Δ / MDE per category", "",
             "Δ: the row's mean per-prompt speedup minus that of the ar row (plain against "
-            "plain) run at the same preset, dtype and target; MDE: the minimum detectable "
+            "plain) run at the same preset (cpu-long rows: the default preset's), dtype and "
+            "target; MDE: the minimum detectable "
             "effect, the smallest |Δ| the test of bench.core.stats.compare (auto: exact "
             "sign-flip up to 16 prompts, paired t beyond, Welch t on seed means with "
             "several seeds) detects with power 0.8 at α = 0.05, uncorrected; ∞: no effect "
@@ -148,3 +160,88 @@ def _mde_table(records: Sequence[dict[str, Any]], categories: list[str]) -> list
             "| Method | Model | " + " | ".join(f"{escape_md(c)} Δ / MDE" for c in columns)
             + " |",
             "| --- | --- | " + " | ".join("---:" for _ in columns) + " |", *rows]
+
+
+# -------------------------------------------------------------------- the tau curve
+
+CURVE_PAIR = ("fspad", "eagle")  # A and B of the curve table: Δ = fspad − eagle
+
+
+def curve_setup(record: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """What two curves must share to be compared point by point: preset, dataset id,
+    target, decoding dtype and drafting (chain k / tree / FR-Spec vocabulary)."""
+    c = record["config"]
+    drafting = f"tree {c['tree']}" if c.get("tree") else f"chain k={c.get('k')}"
+    if c.get("draft_vocab"):
+        drafting += f", vocab {c['draft_vocab']}"
+    return (record.get("preset", "default"), record["dataset"]["id"], str(c.get("target")),
+            _dtype(record), drafting)
+
+
+def curve_runs(records: Sequence[dict[str, Any]]
+               ) -> dict[tuple[str, ...], dict[str, list[dict[int, dict[str, float]]]]]:
+    """setup -> method -> one {steps: per-item tau} per record (seed) with a curve."""
+    out: dict[tuple[str, ...], dict[str, list[dict[int, dict[str, float]]]]] = {}
+    for r in sorted(records, key=lambda r: (r["method"], r.get("seed", 0))):
+        curve = r["config"].get("tau_curve")
+        if curve:
+            out.setdefault(curve_setup(r), {}).setdefault(r["method"], []).append(
+                {int(p["steps"]): p["per_item"] for p in curve})
+    return out
+
+
+def curve_comparisons(records: Sequence[dict[str, Any]]
+                      ) -> list[tuple[tuple[str, ...], int, Any]]:
+    """(setup, steps, :class:`bench.core.stats.Comparison` of fspad's per-item tau against
+    eagle's) for each step count in both methods' curves of a setup; seed-aware (Welch t on
+    seed means with several seeds, else paired on items). Empty when either is missing."""
+    from bench.core.stats import compare
+
+    out = []
+    for setup, by_method in sorted(curve_runs(records).items()):
+        a_runs, b_runs = (by_method.get(m, []) for m in CURVE_PAIR)
+        steps = sorted({s for run in a_runs for s in run} & {s for run in b_runs for s in run})
+        for n in steps:
+            out.append((setup, n, compare([run[n] for run in a_runs if n in run],
+                                          [run[n] for run in b_runs if n in run])))
+    return out
+
+
+def curve_table(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The section's "fspad vs eagle at equal training steps" table (nothing without a
+    pair of curves): per setup and step count, each method's mean tau, Δ, p, Holm-adjusted
+    p over the table's rows, MDE and the test run."""
+    from bench.core.leaderboard import escape_md, fmt_mde
+    from bench.core.stats import adjust
+
+    rows = curve_comparisons(records)
+    if not rows:
+        return []
+    adjusted = adjust([res.p_value for _, _, res in rows], "holm")
+
+    def p_text(p: float) -> str:
+        return "—" if not math.isfinite(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
+
+    lines = []
+    for ((preset, dataset, target, dtype, drafting), n, res), p_adj in zip(rows, adjusted,
+                                                                            strict=True):
+        flag = " ‡" if not res.detectable else ""
+        short = target.rstrip("/").rsplit("/", 1)[-1]  # a local checkpoint: its folder
+        lines.append(" | ".join(escape_md(x) for x in (preset, dataset, short,
+                                                        f"{dtype}, {drafting}", str(n)))
+                     + f" | {res.mean_b:.3f} | {res.mean_a:.3f} | {res.delta:+.3f}{flag} | "
+                       f"{p_text(res.p_value)} | {p_text(p_adj)} | {fmt_mde(res.mde)} | "
+                       f"{escape_md(res.test)} | {res.n_items} | "
+                       f"{res.n_seeds[0]} / {res.n_seeds[1]}")
+    return ["", "### fspad vs eagle at equal training steps (tau curve)", "",
+            "Both heads after the same number of training steps (the run's snapshots; "
+            "bench.specdec.curve), drafting greedily for the same test prompts: mean tau per "
+            "item, Δ = fspad − eagle, p of bench.core.stats.compare (Welch t on seed means "
+            "with several seeds, else paired on items: exact sign-flip up to 16 items, "
+            "paired t beyond), p adj. Holm over this table's rows, MDE at power 0.8 and "
+            "α = 0.05; ‡: |Δ| below the MDE. Only setups (preset, dataset, target, "
+            "decoding) with both curves are shown.", "",
+            "| Preset | Dataset | Target | Decoding | Steps | tau eagle | tau fspad | "
+            "Δ tau | p | p adj. | MDE | Test | Items | Seeds (fspad / eagle) |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- "
+            "| ---: | ---: |", *("| " + line + " |" for line in lines)]

@@ -33,6 +33,10 @@ flat). The CPU default trains a randomly initialised head for ~135 steps (3 epoc
 sequences), where lr 3e-5 would barely move it: lr 1e-3 with 5% warm-up and cosine decay
 (a probe: the loss fell steadily over 40 steps). Gradients are clipped by norm 0.5 (the
 shared trainer clips norms, not values). Every value is recorded in the result.
+``--preset cpu-long`` (:data:`HEAD_PRESETS`, eagle and fspad only) trains 2,250 steps on
+1,800 responses; with the suite's ``curve_steps`` the head's weights after those steps
+are saved during training (:mod:`methods.specdec.snapshots`) and offered on the draft as
+``curve_snapshots`` for the suite's tau-vs-steps curve (:mod:`bench.specdec.curve`).
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ import torch.nn.functional as F
 
 from bench.contracts import SpecContext, dataclass_settings
 from bench.errors import UsageError
+from bench.specdec.curve import parse_curve_steps
 from methods.specdec.features import FeatureStore, data_key, head_batch, target_features
+from methods.specdec.snapshots import SNAPSHOT_FOLDER, StepSnapshots, attach
 
 TRAIN_FORMAT = 1
 
@@ -99,6 +105,13 @@ class DraftLMConfig:
 
 # The training budget of every trained draft per preset (kd_epochs: the draft LM's KD).
 SPEC_PRESETS: dict[str, dict[str, Any]] = {"smoke": {"epochs": 1, "kd_epochs": 1}}
+# ``--preset cpu-long`` (eagle and fspad only; the suite's preset adds 300 training prompts
+# per category and the tau curve): 10 epochs of the 1,800 responses at batch 8. max_steps
+# pins that budget (10 x ceil(1,800 / 8) = 2,250 steps) so that both heads take exactly
+# the same number of steps and the curve's last point (2,250) is the final head even if a
+# response comes back empty and drops out of the training set.
+HEAD_PRESETS: dict[str, dict[str, Any]] = {**SPEC_PRESETS,
+                                           "cpu-long": {"epochs": 10, "max_steps": 2250}}
 
 
 class DraftLM:
@@ -178,17 +191,38 @@ class FeatureHeadRecipe:
     paper_lr = 3e-5
     settings_keys = tuple(f for f in HeadTrainConfig.__dataclass_fields__ if f != "seed")
     setting_specs = dataclass_settings(HeadTrainConfig)
-    presets = SPEC_PRESETS
+    presets = HEAD_PRESETS
     needs_training_data = True
 
     def config(self, context: SpecContext) -> HeadTrainConfig:
-        values = {k: context.settings[k] for k in self.settings_keys if k in context.settings}
-        if context.options.preset == "full":  # the official training scripts
+        return self.train_config(context.settings, context.options.preset,
+                                 context.options.seed)
+
+    def train_config(self, settings: dict[str, Any], preset: str, seed: int = 0
+                     ) -> HeadTrainConfig:
+        """The training configuration of a run with ``settings`` at ``preset``."""
+        values = {k: settings[k] for k in self.settings_keys if k in settings}
+        if preset == "full":  # the official training scripts
             values = {"lr": self.paper_lr, "epochs": 20, "warmup_steps": 2000,
                       "schedule": "constant", **values}
         if isinstance(values.get("betas"), str):
             values["betas"] = tuple(float(x) for x in values["betas"].split(","))
-        return HeadTrainConfig(**values, seed=context.options.seed)
+        return HeadTrainConfig(**values, seed=seed)
+
+    def planned_steps(self, settings: dict[str, Any], n_train: int | None,
+                      preset: str = "default") -> int | None:
+        """Optimizer steps of a run on at most ``n_train`` training sequences (None:
+        unknown before the data is read): ``max_steps`` when set, else the epochs over
+        ``n_train`` (an upper bound: empty responses drop out). The suite checks
+        ``curve_steps`` against it before any work (:mod:`bench.specdec.curve`)."""
+        from methods.trainer import total_steps
+
+        cfg = self.train_config(settings, preset)
+        if cfg.max_steps:
+            return int(cfg.max_steps)
+        if n_train is None:
+            return None
+        return total_steps(n_train, cfg.batch_size, cfg.epochs)
 
     def build_draft(self, context: SpecContext) -> tuple[Any, str]:
         from methods.specdec.heads import HEADS, FeatureDraft, HeadConfig, head_param_count
@@ -213,6 +247,11 @@ class FeatureHeadRecipe:
                                else int(subset.numel())})
         head = head.to(embed_w.device, embed_w.dtype).eval()
         draft = FeatureDraft(head, embed_w, out.weight.detach(), bias, subset)
+        curve = parse_curve_steps(context.settings.get("curve_steps"))
+        if curve:  # the suite draws the tau curve from the heads saved during training
+            folder = Path(context.config["checkpoint_dir"]) / SNAPSHOT_FOLDER
+            attach(draft, StepSnapshots(folder, curve))
+            context.config["curve_snapshots"] = str(folder)
         return draft, f"{Path(context.target_name).name}+{self.kind}-head"
 
     def train_head(self, head_class: type, head_cfg: Any, store: FeatureStore,
@@ -245,6 +284,11 @@ class FeatureHeadRecipe:
                                        "token_ce": float(loss.token)})
 
         steps = total_steps(len(store), cfg.batch_size, cfg.epochs, max_steps=cfg.max_steps)
+        curve = parse_curve_steps(context.settings.get("curve_steps"))
+        if curve and curve[-1] > steps:  # the suite could not know the data's size before
+            raise UsageError(f"curve_steps={context.settings['curve_steps']}: step "
+                             f"{curve[-1]} is past this run's {steps} training steps "
+                             f"({len(store)} sequences); end the curve at or before {steps}")
         train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                 betas=tuple(cfg.betas),  # type: ignore[arg-type]
                                 warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None
@@ -252,16 +296,28 @@ class FeatureHeadRecipe:
                                 schedule=cfg.schedule, max_grad_norm=cfg.max_grad_norm,
                                 mixed_precision=cfg.mixed_precision,
                                 checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
+        # A run with a curve trains in a folder of its own (its steps in the key): a
+        # finished run without snapshots could not take them any more. Without a curve the
+        # key is the one it always was, so cached heads stay valid.
         key = hashlib.sha256(json.dumps([TRAIN_FORMAT, kind, asdict(cfg), context.target_name,
                                          str(store.path.name if store.path else ""),
-                                         data_key(context.train)], default=str
-                                        ).encode()).hexdigest()[:12]
+                                         data_key(context.train)] + ([curve] if curve else []),
+                                        default=str).encode()).hexdigest()[:12]
         out_dir = context.work_dir / "train" / f"{kind}-{key}"
         torch.manual_seed(cfg.seed)  # the head's initialisation (PyTorch defaults, as the
         head = head_class(head_cfg)  # official nn.Module heads)
-        trainer = Trainer(head, step, store, train_cfg, out_dir,
-                          collate_fn=lambda items: head_batch(items, cfg.noise_std))
+        snapshots = StepSnapshots(out_dir / SNAPSHOT_FOLDER, curve)
+        trainer: Any = None
+
+        def step_and_snapshot(model: Any, batch: dict[str, torch.Tensor]) -> StepOutput:
+            # the weights after state["step"] steps, before this step changes them
+            snapshots.capture(trainer.state["step"], model)
+            return step(model, batch)
+
+        trainer = Trainer(head, step_and_snapshot if curve else step, store, train_cfg,
+                          out_dir, collate_fn=lambda items: head_batch(items, cfg.noise_std))
         trained = trainer.train()
+        snapshots.capture(trainer.state["step"], trained)  # the last step's head
         context.config.update({"train_steps": steps, "checkpoint_dir": str(out_dir),
                                "train_final": _last_metrics(out_dir)})
         return trained
