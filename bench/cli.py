@@ -459,8 +459,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     writable_dir(args.out, "--out")
     override = {k: v for k, v in (("test", args.test), ("correction", args.correction)) if v}
     suites = {e.name: {**e.meta, "title": e.summary, **override} for e in SUITES.entries()}
+    # The committed leaderboards also refresh the README's generated status block; a
+    # leaderboard of one's own runs (runs/leaderboards) leaves the README alone.
+    repo = Path(__file__).resolve().parents[1]
+    readme = repo / "README.md" if Path(args.out).resolve() == (repo / "leaderboards").resolve() \
+        else None
     for path in write_leaderboards(args.results, args.out, suites=suites,
-                                   allow_empty=args.allow_empty, site=True):
+                                   allow_empty=args.allow_empty, site=True, readme=readme):
         print(path)
     if args.serve:
         from bench.core.site import serve

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.core.io import write_if_changed
 from bench.core.leaderboard.board import build_board
-from bench.core.leaderboard.index import index_markdown, index_view
+from bench.core.leaderboard.index import index_markdown, index_view, with_status_block
 from bench.core.leaderboard.markdown import suite_markdown
 from bench.core.leaderboard.tables import HEADER, SITE_HEADER
 from bench.core.leaderboard.view import suite_view
@@ -104,9 +104,13 @@ def _remove_stale(out_dir: Path, live: Iterable[str], keep: Iterable[Path]) -> l
 
 def write_leaderboards(results_root: Path, out_dir: Path, *,
                        suites: dict[str, dict[str, Any]] | None = None,
-                       allow_empty: bool = False, site: bool = False) -> list[Path]:
+                       allow_empty: bool = False, site: bool = False,
+                       readme: Path | None = None) -> list[Path]:
     """Write ``out_dir/<suite>.md`` per suite, its plots, and the ``README.md`` index; with
-    ``site``, also the static web site ``out_dir/site/`` (:mod:`bench.core.site`).
+    ``site``, also the static web site ``out_dir/site/`` (:mod:`bench.core.site`); with
+    ``readme`` (the project's README), also its generated status block, the part between
+    :data:`~bench.core.leaderboard.index.README_START` and ``README_END`` (untouched when
+    the file has no such markers).
 
     ``suites`` maps a suite name to metadata (``baseline``, ``title``, ``description``,
     ``plot`` as ``"module:attr"``, optionally ``sections`` (``"module:attr"`` returning
@@ -164,6 +168,11 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
     index_page = index_view(indexed)
     index = out_dir / "README.md"
     write_if_changed(index, index_markdown(index_page, site))
+    if readme is not None and readme.is_file():  # the project README's generated include
+        prefix = Path(os.path.relpath(out_dir, readme.parent)).as_posix() + "/"
+        updated = with_status_block(readme.read_text(encoding="utf-8"), index_page, prefix)
+        if updated is not None:
+            write_if_changed(readme, updated)
     site_paths: list[Path] = []
     if site:
         from bench.core.site import write_site
