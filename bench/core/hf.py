@@ -31,10 +31,11 @@ sliding window, ...): a sliding-window layer forgets states that a rollback woul
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -194,17 +195,24 @@ def quiet_progress() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def with_lora(model: Any, config: Any) -> Any:
-    """``peft.get_peft_model(model, config)``, without the FutureWarning transformers raises
-    when peft reads its deprecated ``is_gradient_checkpointing`` (a library-internal
-    deprecation a user can do nothing about: noise in every LoRA run)."""
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Silence the FutureWarning transformers raises when peft reads its deprecated
+    ``is_gradient_checkpointing`` while wrapping a model (a library-internal deprecation a
+    user can do nothing about: noise in every LoRA run and adapter load)."""
     import warnings
-
-    from peft import get_peft_model
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
                                 category=FutureWarning)
+        yield
+
+
+def with_lora(model: Any, config: Any) -> Any:
+    """``peft.get_peft_model(model, config)`` under :func:`peft_quietly`."""
+    from peft import get_peft_model
+
+    with peft_quietly():
         return get_peft_model(model, config)
 
 

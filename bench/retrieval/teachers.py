@@ -383,6 +383,8 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
         from peft import PeftModel
         from peft.utils import load_peft_weights
 
+        from bench.core.hf import peft_quietly
+
         base = described.base
         assert base is not None
         # host memory on purpose: read for the head's shape and hashed, never run
@@ -393,7 +395,8 @@ def load_teacher_reranker(name: str | None = None, *, flag: str = "--teacher",
                              "(score/classifier in modules_to_save); it is not a reranker")
         model = load_pretrained(AutoModelForSequenceClassification, base.source, base.local,
                                  flag, dtype=torch_dtype, num_labels=labels)
-        model = PeftModel.from_pretrained(model, described.source).merge_and_unload()
+        with peft_quietly():
+            model = PeftModel.from_pretrained(model, described.source).merge_and_unload()
         identity = _adapter_identity(described, weights, torch_dtype)
         # RankLLaMA's adapter ships no tokenizer: its model card loads the base's.
         has_tokenizer = _model_files(described.source, described.local, flag,

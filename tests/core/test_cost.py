@@ -19,11 +19,13 @@ def test_tied_embeddings_count_once():
 
 
 def test_a_peft_lora_model_counts_its_base_and_its_adapters():
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from bench.core.hf import with_lora
 
     base = tiny_llama(40)
     before = cost.parameter_count(base)
-    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    lora = with_lora(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     adapters = sum(p.numel() for name, p in lora.named_parameters() if "lora_" in name)
     # 2 layers x (q_proj 32 -> 32, v_proj 32 -> 16), each A [4, 32] plus B [out, 4]
     assert adapters == 2 * ((4 * 32 + 32 * 4) + (4 * 32 + 16 * 4))

@@ -72,8 +72,10 @@ def rankllama_dirs(tmp_path_factory):
     """(base dir, adapter dir): a tiny random LlamaForSequenceClassification over SmolLM2's
     vocabulary, and a LoRA adapter on it saved the way RankLLaMA's is (task SEQ_CLS, the
     score head in the adapter's weights, no tokenizer files next to the adapter)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import LlamaForSequenceClassification
+
+    from bench.core.hf import with_lora
 
     tokenizer = _smollm2_tokenizer()
     base_dir = tmp_path_factory.mktemp("tiny-llama-cls")
@@ -81,8 +83,8 @@ def rankllama_dirs(tmp_path_factory):
                model_cls=LlamaForSequenceClassification).save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
     base = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1)
-    peft_model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
-                                                 target_modules=["q_proj", "v_proj"]))
+    peft_model = with_lora(base, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
+                                            target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():  # LoRA B starts at zero; make the adapter change something
         for name, param in peft_model.named_parameters():
             if "lora_B" in name or "score" in name:
