@@ -613,7 +613,7 @@ def check_head(ctx: Ctx, kind: str) -> Outcome:
         cfg = HeadTrainConfig(max_steps=1, batch_size=2, noise_std=0.0, chunk_size=2,
                               mixed_precision=precision, checkpoint_every=1000)
         context = SimpleNamespace(target=target, work_dir=work, target_name="tiny-llama",
-                                  train=train, config={})
+                                  train=train, config={}, settings={})
         with on_policy(dev):
             fresh_accelerate()
             head = recipe.train_head(HEADS[kind], HeadConfig.from_target(target.config), store,
