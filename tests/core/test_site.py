@@ -255,13 +255,22 @@ def test_server_serves_the_site_and_the_results(site) -> None:
         server.server_close()
 
 
-def test_cli_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(toy, tmp_path) -> None:
+def _deaf_to_ctrl_c() -> None:
+    """What a parent hosting a JVM (pyserini's, in this very test process) passes on:
+    SIGINT blocked and ignored."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", ["default", "blocked and ignored"])
+def test_cli_serve_prints_the_url_and_stops_cleanly_on_ctrl_c(toy, tmp_path, inherited) -> None:
     results = _results(tmp_path / "results")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "leaderboard", "--results", str(results), "--out",
          str(tmp_path / "lb"), "--serve", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_deaf_to_ctrl_c if inherited != "default" else None)
     try:
         line = ""
         for line in proc.stdout:  # the written paths, then the URL

@@ -101,6 +101,13 @@ def _say(text: str) -> None:
 def serve(site_dir: Path, results_root: Path, port: int = 8000, *,
           say: Callable[[str], None] = _say) -> int:
     """Serve the site until Ctrl-C (then close the socket and return 0)."""
+    import signal
+
+    # Ctrl-C must stop the server even when this process inherited SIGINT blocked or
+    # ignored (e.g. started from a process hosting a JVM, which blocks signals in its
+    # threads): unblock it and restore Python's KeyboardInterrupt handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server, url = make_server(site_dir, results_root, port)
     say(f"serving {serve_root(site_dir, results_root)} at {url} (Ctrl-C stops)")
     try:
