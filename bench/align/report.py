@@ -4,7 +4,8 @@ The main table tests gold reward against ``dpo`` at its default β. Two confound
 and :func:`alignment_tables` (the suite's ``sections`` hook) reports each:
 
 - **KL.** A policy further from the reference can buy gold reward with KL. The ``dpo``
-  rows of a β sweep (``--set beta=B``; their model is named ``…-betaB``) trace DPO's
+  rows of a sweep over β, learning rate or epochs (``--set beta=B`` / ``lr=L`` /
+  ``epochs=E``; their model is named ``…-betaB``, ``…-lrL``, ``…-epE``) trace DPO's
   gold-reward-vs-KL curve. Each other row is read against it: DPO's gold reward
   interpolated linearly (between the two swept points around the row's KL, means over
   seeds) at the row's KL, and the tested difference to the swept DPO row nearest in KL
@@ -21,18 +22,20 @@ and :func:`alignment_tables` (the suite's ``sections`` hook) reports each:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 BASELINE = "dpo"
-SWEEP_TAG = "-beta"
+# The model-name suffix of a swept DPO row (methods.align.dpo.sweep_suffix writes it).
+SWEEP_SUFFIX = re.compile(r"(?:-(?:beta|lr|ep)[0-9.e+-]+)+$")
 
 
-def dpo_beta(record: dict[str, Any]) -> float | None:
-    """β of a ``dpo`` record (its training recipe), else None."""
-    if record["method"] != BASELINE:
-        return None
-    return record.get("config", {}).get("train", {}).get("recipe", {}).get("beta")
+def sweep_point(model: str) -> str:
+    """The swept settings in a DPO row's model name (``beta0.01``, ``lr0.001-ep4``), or ""
+    for the default recipe."""
+    found = SWEEP_SUFFIX.search(model)
+    return found.group(0)[1:] if found else ""
 
 
 def interpolate(points: Sequence[tuple[float, float]], x: float) -> float | None:
@@ -100,7 +103,7 @@ def alignment_tables(records: Sequence[dict[str, Any]], *, alpha: float = 0.05) 
                            and r["dataset"]["id"] == dataset], name=lambda r: r["method"])
         title = escape_md(dataset) + ("" if preset == "default" else f" [{escape_md(preset)}]")
         sweep = {k: v for k, v in rows.items() if k[0] == BASELINE}
-        default = [k for k in sweep if SWEEP_TAG not in k[1]]
+        default = [k for k in sweep if not sweep_point(k[1])]
         if not sweep or len(default) != 1:
             continue
         base = sweep[default[0]]
@@ -110,8 +113,7 @@ def alignment_tables(records: Sequence[dict[str, Any]], *, alpha: float = 0.05) 
                          for m in ("kl_to_ref", "gold_reward", "response_tokens"))
 
         curve = {k: means(v) for k, v in sweep.items()}
-        betas = sorted({b for v in sweep.values() for r in v
-                        if (b := dpo_beta(r)) is not None})
+        points = sorted(sweep_point(k[1]) for k in sweep if sweep_point(k[1]))
         lo, hi = min(c[0] for c in curve.values()), max(c[0] for c in curve.values())
         kl_rows, len_rows = [], []
         for key in sorted(rows, key=lambda k: -means(rows[k])[1]):
@@ -142,9 +144,9 @@ def alignment_tables(records: Sequence[dict[str, Any]], *, alpha: float = 0.05) 
         if not kl_rows:
             continue
         out += [f"## {title}: against DPO at matched KL", "",
-                f"DPO's gold-reward-vs-KL curve from its β sweep (β = "
-                f"{', '.join(f'{b:g}' for b in betas)}; KL {lo:.4f} to {hi:.4f} nats per "
-                "token, means over seeds). *DPO at this KL*: DPO's gold reward interpolated "
+                f"DPO's gold-reward-vs-KL curve: its default recipe and the swept rows "
+                f"({', '.join(f'`{p}`' for p in points) or 'none'}; KL {lo:.4f} to {hi:.4f} "
+                "nats per token, means over seeds). *DPO at this KL*: DPO's gold reward interpolated "
                 "linearly at the row's KL (*outside*: the row's KL is outside the swept "
                 "range, nothing extrapolated). *Nearest DPO*: the swept DPO row closest in "
                 f"KL, tested with the main table's rule (no correction); † p < {alpha}.", "",

@@ -25,8 +25,9 @@ prompts, ``kl_to_ref`` (mean per-token KL(π ‖ π_ref) on the policy's own res
 fp32), ``response_tokens``; with ``--judge MODEL`` also ``judge_win_rate``. Each record
 carries a paired bootstrap interval of the main score against ``dpo``; the leaderboard runs
 its own tests (:mod:`bench.core.stats`) and two confound checks (:mod:`bench.align.report`):
-each row against DPO at matched KL, read off DPO's β sweep (``--set beta=B``, a ``dpo`` row
-whose model is named ``…-betaB``), and at equal response length.
+each row against DPO at matched KL, read off DPO's sweep over β, learning rate and epochs
+(``--set beta=B`` / ``lr=L`` / ``epochs=E``: ``dpo`` rows whose model is named ``…-betaB``,
+``…-lrL``, ``…-epE``), and at equal response length.
 
 Cost (the record's ``cost``, :mod:`bench.core.cost`): the parameters of the policy as it
 generates (LoRA policies are merged after training, so they have the reference's size) and

@@ -283,6 +283,25 @@ def train_dpo(context: AlignContext, reverse: bool, prefix: str = ""
                    "pairs": len(context.pairs)}
 
 
+# The settings that move DPO along its gold-reward-vs-KL curve, with the tag that names
+# them in a swept row's model (``-beta0.01``, ``-lr0.001``, ``-ep4``).
+SWEEP_KEYS: tuple[tuple[str, str], ...] = (("beta", "beta"), ("lr", "lr"), ("epochs", "ep"))
+
+
+def sweep_suffix(recipe: dict[str, Any], preset: str) -> str:
+    """The model-name suffix of a DPO recipe off the preset's default on a swept setting.
+
+    A β, learning rate or epoch count other than the preset's names its model, so a
+    sweep's rows sit side by side (:mod:`bench.align.report` reads them as DPO's
+    gold-reward-vs-KL curve); the default recipe gets no suffix.
+    """
+    fields = DPOConfig.__dataclass_fields__
+    default = asdict(DPOConfig(**{k: v for k, v in ALIGN_PRESETS.get(preset, {}).items()
+                                  if k in fields}))
+    return "".join(f"-{tag}{recipe[key]:g}" for key, tag in SWEEP_KEYS
+                   if recipe[key] != default[key])
+
+
 def _name(context: AlignContext) -> str:
     return Path(context.reference_name).name
 
@@ -308,10 +327,7 @@ class DPO:
         model, info = train_dpo(context, self.reverse)
         context.config["train"] = info
         suffix = "lora" if info["recipe"]["lora_r"] > 0 else "full"
-        # A β other than the default names its model, so a β sweep's rows sit side by side
-        # (bench.align.report reads them as DPO's reward-vs-KL curve).
-        beta = info["recipe"]["beta"]
-        sweep = "" if beta == DPOConfig.beta else f"-beta{beta:g}"
+        sweep = sweep_suffix(info["recipe"], context.options.preset)
         return model, f"{_name(context)}-{suffix}{sweep}"
 
 

@@ -73,6 +73,8 @@ def test_alignment_tables_read_rows_off_the_dpo_sweep():
                for s in range(3)]
     records += [_record("dpo", "m-lora-beta0.01", s, 0.30, noisy(0.44), [25.0] * n,
                         beta=0.01) for s in range(3)]
+    records += [_record("dpo", "m-lora-lr0.001-ep4", 0, 0.40, noisy(0.45), [24.0] * n,
+                        beta=0.1)]  # a learning-rate / epochs point of the same curve
     records += [_record("aligndistil", "m-lora", s, 0.2, noisy(0.46), [20.0] * n)
                 for s in range(3)]
     records += [_record("aligndistil-on", "m-lora", 0, 0.5, noisy(0.47), [19.0] * n)]
@@ -82,7 +84,7 @@ def test_alignment_tables_read_rows_off_the_dpo_sweep():
     text = "\n".join(lines)
     assert text.count("against DPO at matched KL") == 1
     assert text.count("against DPO at equal length") == 1
-    assert "β = 0.01, 0.1" in text
+    assert "(`beta0.01`, `lr0.001-ep4`; KL 0.0100 to 0.4000" in text
     row = next(line for line in lines if line.startswith("| aligndistil (m-lora) |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # KL 0.2 lies 19/29 of the way from the default β's 0.01 to β 0.01's 0.30
@@ -94,3 +96,23 @@ def test_alignment_tables_read_rows_off_the_dpo_sweep():
     assert "| outside |" in on  # KL 0.5 is beyond the sweep: not extrapolated
     assert not any(line.startswith("| dpo") for line in lines)
     assert alignment_tables([r for r in records if r["method"] != "dpo"]) == []
+
+
+def test_sweep_names_round_trip_between_the_method_and_the_report():
+    from dataclasses import asdict
+
+    from bench.align.report import sweep_point
+    from methods.align.dpo import DPOConfig, sweep_suffix
+
+    default = asdict(DPOConfig())
+    assert sweep_suffix(default, "default") == ""
+    assert sweep_suffix({**default, "beta": 0.01}, "default") == "-beta0.01"
+    assert sweep_suffix({**default, "lr": 1e-3, "epochs": 4}, "default") == "-lr0.001-ep4"
+    # the preset's own values are its default: full fine-tuning at lr 1e-6 is not a sweep
+    full = {**default, "lora_r": 0, "lr": 1e-6, "epochs": 1}
+    assert sweep_suffix(full, "full") == ""
+    assert sweep_suffix(full, "default") == "-lr1e-06-ep1"
+    for model, point in [("smollm2-135m-instruct-lora", ""),
+                         ("smollm2-135m-instruct-lora-beta0.01", "beta0.01"),
+                         ("m-lora-lr1e-06-ep1", "lr1e-06-ep1"), ("m-full-beta1", "beta1")]:
+        assert sweep_point(model) == point
