@@ -203,7 +203,7 @@ def test_tiny_end_to_end_run_of_every_method(tiny_chat_model_dir, tmp_path):
     board = (tmp_path / "boards" / "align.md").read_text()
     assert "reward_kl.png" in board
     assert "against DPO at matched KL" in board and "against DPO at equal length" in board
-    assert "β = 0.1, 0.5" in board
+    assert "swept rows (`beta0.5`;" in board
 
 
 def test_usage_errors_are_one_line(tiny_chat_model_dir, tmp_path, capsys, monkeypatch):
