@@ -10,7 +10,8 @@ computes its loss, and a map-style dataset; the trainer does the rest:
 - a checkpoint every ``checkpoint_every`` steps (``accelerator.save_state``: model,
   optimizer, scheduler, RNG states; plus the data position), written to a temporary
   directory and renamed, so a kill never leaves a half checkpoint; the last
-  ``keep_checkpoints`` are kept,
+  ``keep_checkpoints`` are kept (:mod:`methods.trainer_checkpoints`, which also says
+  what in a checkpoint is trusted input: accelerate's part is pickle-based),
 - exact resume: data order is a seeded permutation per epoch, and the loader skips the
   micro-batches the checkpoint had consumed, so an interrupted and resumed run ends with
   the same weights as an uninterrupted one (tested on CPU),
@@ -38,39 +39,20 @@ step is the same computation as before. The equivalence needs each epoch's size 
 multiple of ``batch_size``: accelerate's ``even_batches`` fills the last,
 short batch of an epoch with examples from the epoch's start, so they count twice there.
 
-Checkpoints and trust. The trainer's own files in a checkpoint are plain data: the
-position in ``trainer_state.json`` and each process's RNG states in
-``trainer_rng_<process>.json`` (Python's and numpy's Mersenne-Twister words as lists,
-torch's CPU/CUDA generator bytes as base64), read without pickle. A ``trainer_rng_*.pt``
-from older versions (a pickle) is never loaded: resume says so and keeps the RNG state
-accelerate restored. What accelerate's ``load_state`` reads is still pickle-based, so a
-checkpoint folder is trusted input, like a model you load. With accelerate 1.16 on one
-device or DDP: the weights come from ``model.safetensors`` (no pickle), while
-``optimizer.bin``, ``scheduler.bin`` and ``random_states_<process>.pkl`` are unpickled by
-``torch.load(weights_only=True)`` with numpy's array reconstructors, ``numpy.dtype`` and
-``codecs.encode`` allow-listed (``accelerate.utils.other.load``): torch's restricted
-unpickler, which builds tensors and containers and calls only those functions. Code can
-run from a checkpoint only where accelerate unpickles fully: ``custom_checkpoint_<i>.pkl``
-(``weights_only=False``; the trainer registers no custom objects, so a planted one makes
-``load_state`` raise instead of loading it) and, under FSDP with sharded state dicts,
-torch.distributed.checkpoint's ``.metadata`` (``pickle.load``); DeepSpeed and Megatron-LM
-load through their own code (not checked). Older accelerate versions may load more with
-``weights_only=False``.
+The pieces: :mod:`methods.trainer_config` (:class:`TrainConfig`, :class:`StepOutput`,
+step counts, the optimizer and learning-rate schedule), :mod:`methods.trainer_checkpoints`
+(checkpoint files, atomic writes, resume) and this module (the loop, its metrics log,
+the vocabulary check). Recipes import every name from here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,49 +62,35 @@ from bench.core.device import cuda_available
 from bench.core.device import current as current_policy
 from bench.core.progress import progress_bar
 from bench.errors import UsageError
+from methods.trainer_checkpoints import (
+    RNG_FILE,
+    STATE_FILE,
+    find_latest_checkpoint,
+    load_checkpoint,
+    rng_states,
+    set_rng_states,
+    write_checkpoint,
+)
+from methods.trainer_config import (
+    StepOutput,
+    TrainConfig,
+    lr_lambda,
+    optimizer_and_scheduler,
+    total_steps,
+)
 
-STATE_FILE = "trainer_state.json"
-RNG_FILE = "trainer_rng"
+__all__ = ["RNG_FILE", "STATE_FILE", "EpochSampler", "StepOutput", "TrainConfig", "Trainer",
+           "TrainingDiverged", "check_same_vocabulary", "logged_train_seconds", "lr_lambda",
+           "total_steps"]
+
+# The names these helpers had before the split into modules (tests import them).
+_rng_states, _set_rng_states = rng_states, set_rng_states
 
 
 class TrainingDiverged(UsageError):
     """Too many non-finite steps in a row; exit code 3 with one line."""
 
     exit_code = 3
-
-
-@dataclass
-class TrainConfig:
-    max_steps: int
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # "cosine" | "linear" | "constant"
-    max_grad_norm: float | None = 1.0
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    max_nonfinite: int = 5
-    seed: int = 0
-    progress: bool = True
-
-
-@dataclass
-class StepOutput:
-    """What a ``step_fn`` returns. ``n_tokens`` feeds the tokens/s metric only.
-    ``mean_over``: the number of items ``loss`` is a mean over (valid tokens of a
-    token-level loss, examples of a per-example one); with several processes, the trainer
-    weights each process's loss by its share of the global count, so the gradient is the
-    mean over all processes' items (see the module doc). ``None``: every process's loss
-    counts equally (DDP's plain mean). Ignored with one process."""
-
-    loss: torch.Tensor
-    n_tokens: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-    mean_over: int | None = None
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -140,112 +108,6 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.n
-
-
-def _encode_generator(state: torch.Tensor) -> str:
-    return base64.b64encode(state.cpu().numpy().tobytes()).decode("ascii")
-
-
-def _decode_generator(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text, validate=True)),
-                            dtype=torch.uint8).clone()
-
-
-def _rng_states() -> dict[str, Any]:
-    """This process's RNG states as JSON-able data (no pickle): see the module doc."""
-    import random
-
-    import numpy as np
-
-    version, words, gauss_next = random.getstate()
-    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    states: dict[str, Any] = {
-        "format": 1,
-        "python": {"version": version, "state": list(words), "gauss_next": gauss_next},
-        "numpy": {"algorithm": str(algorithm), "keys": [int(k) for k in keys],
-                  "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached_gaussian)},
-        "torch": _encode_generator(torch.get_rng_state()),
-    }
-    if cuda_available():
-        states["cuda"] = [_encode_generator(s) for s in torch.cuda.get_rng_state_all()]
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    """Restore :func:`_rng_states`' output; all or nothing (raises on a malformed state)."""
-    import random
-
-    import numpy as np
-
-    py, npy = states["python"], states["numpy"]
-    python_state = (int(py["version"]), tuple(int(w) for w in py["state"]),
-                    None if py["gauss_next"] is None else float(py["gauss_next"]))
-    numpy_state = (str(npy["algorithm"]), np.array(npy["keys"], dtype=np.uint32),
-                   int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached_gaussian"]))
-    torch_state = _decode_generator(states["torch"])
-    cuda_states = [_decode_generator(s) for s in states.get("cuda") or []]
-    before = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    try:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-        if cuda_states and cuda_available():
-            torch.cuda.set_rng_state_all(cuda_states)
-    except BaseException:
-        random.setstate(before[0])
-        np.random.set_state(before[1])
-        torch.set_rng_state(before[2])
-        raise
-
-
-def _load_rng_file(checkpoint: Path, process_index: int) -> None:
-    """Restore the trainer's RNG copy for this process, if the checkpoint has a usable one.
-
-    The copy is optional state (accelerate restores RNG states too), so a missing,
-    old-format or malformed file is a warning, never a lost run.
-    """
-    path = checkpoint / f"{RNG_FILE}_{process_index}.json"
-    legacy = checkpoint / f"{RNG_FILE}_{process_index}.pt"
-    if not path.exists():
-        if legacy.exists():
-            warnings.warn(f"{legacy}: old pickled RNG file, not loaded (pickle can run code); "
-                          "resuming with the RNG state accelerate restored, so random draws "
-                          "after resume (e.g. dropout) may differ from an uninterrupted run",
-                          stacklevel=3)
-        return
-    try:
-        _set_rng_states(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError, binascii.Error) as exc:
-        warnings.warn(f"{path}: unreadable RNG state ({type(exc).__name__}: {exc}); resuming "
-                      "with the RNG state accelerate restored, so random draws after resume "
-                      "may differ from an uninterrupted run", stacklevel=3)
-
-
-def _drop_tied_copies(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
-    """``save_state`` pre-hook: keep one name per tied parameter in the saved state dicts.
-
-    safetensors cannot store two names for one tensor, so accelerate drops the later
-    names itself, with a "Removed shared tensor ... This should be OK" warning at every
-    checkpoint of a tied-embedding model (``lm_head.weight`` is ``embed_tokens.weight``).
-    Dropping the copies first is the same file without the warning. It is harmless:
-    on load, safetensors' ``load_model`` recognises names that share a tensor in the live
-    model, which is still tied, so loading the kept name restores both. Only exact
-    aliases (same storage, offset, shape, strides and dtype) count as tied; any other
-    sharing still reaches accelerate and its warning.
-    """
-    for state in weights:
-        seen: set[tuple[Any, ...]] = set()
-        for name in list(state):
-            tensor = state[name]
-            if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
-                continue
-            key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
-                   tuple(tensor.shape), tensor.stride(), tensor.dtype)
-            if key in seen:
-                del state[name]
-            else:
-                seen.add(key)
 
 
 def _rng_neutral(loader: Any) -> Iterator[Any]:
@@ -290,39 +152,6 @@ def _accelerator(mixed_precision: str) -> Any:
         AcceleratorState._reset_state(reset_partial_state=True)
         return Accelerator(mixed_precision=mixed_precision, cpu=cpu,
                            dataloader_config=loader_cfg)
-
-
-def total_steps(n_examples: int, batch_size: int, epochs: int, *, grad_accum: int = 1,
-                max_steps: int | None = None) -> int:
-    """Optimizer steps of ``epochs`` passes over ``n_examples`` (a partial last batch is a
-    step), or ``max_steps`` when given; at least 1."""
-    if max_steps:
-        return max_steps
-    return max(1, epochs * -(-n_examples // (batch_size * grad_accum)))
-
-
-def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    """The learning-rate factor per step: linear warm-up, then cosine, linear or constant.
-
-    After warm-up this is ``transformers.get_scheduler``'s cosine and linear schedule
-    (tested); it is kept by hand because transformers' warm-up starts at factor 0 on step
-    0 (a step that trains nothing) where this one starts at ``1 / warmup_steps``, and
-    switching would change every committed training run on rerun.
-    """
-    def factor(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
-            return 1.0
-        span = max(1, cfg.max_steps - cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
-        if cfg.schedule == "linear":
-            return 1.0 - progress
-        if cfg.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; use cosine, linear or constant")
-
-    return factor
 
 
 def check_same_vocabulary(teacher_name: str, teacher_tok: Any, student_name: str,
@@ -382,10 +211,7 @@ class Trainer:
             raise UsageError(f"batch size {cfg.batch_size} does not split over {processes} "
                              "processes: set the recipe's batch size (--set) to a multiple "
                              "of the process count")
-        groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
-                                      weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        optimizer, scheduler = optimizer_and_scheduler(model, cfg, param_groups)
         self.sampler = EpochSampler(len(dataset), cfg.seed)
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size,
                                              sampler=self.sampler,
@@ -403,47 +229,16 @@ class Trainer:
         return self.output_dir / "checkpoints"
 
     def latest_checkpoint(self) -> Path | None:
-        done = sorted(p for p in self.checkpoint_root.glob("step-*") if (p / STATE_FILE).exists())
-        return done[-1] if done else None
+        return find_latest_checkpoint(self.checkpoint_root)
 
     def save_checkpoint(self) -> Path:
-        target = self.checkpoint_root / f"step-{self.state['step']:08d}"
-        tmp = self.checkpoint_root / f".tmp-{target.name}"
-        if self.accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        self.accelerator.wait_for_everyone()
-        hook = self.accelerator.register_save_state_pre_hook(_drop_tied_copies)
-        try:
-            self.accelerator.save_state(str(tmp))
-        finally:
-            hook.remove()
-        # accelerate's own RNG restore can fail silently (it loads a pickle through
-        # torch.load's weights-only mode, which some numpy versions' states do not pass),
-        # so the trainer keeps its own copy per process, as JSON.
-        (tmp / f"{RNG_FILE}_{self.accelerator.process_index}.json").write_text(
-            json.dumps(_rng_states()), encoding="utf-8")
-        # save_state does not wait for the other processes' files (their RNG states, the
-        # trainer's copy above): rename only once every process has written into tmp.
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(
-                {**self.state, "config": asdict(self.cfg)}, indent=2, default=str))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-            kept = sorted(p for p in self.checkpoint_root.glob("step-*"))
-            for old in kept[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        return target
+        return write_checkpoint(self.accelerator, self.checkpoint_root, self.state, self.cfg)
 
     def resume(self) -> bool:
         latest = self.latest_checkpoint()
         if latest is None:
             return False
-        self.accelerator.load_state(str(latest))
-        _load_rng_file(latest, self.accelerator.process_index)
-        saved = json.loads((latest / STATE_FILE).read_text())
+        saved = load_checkpoint(self.accelerator, latest)
         self.state = {k: saved[k] for k in self.state}
         self._truncate_metrics(self.state["step"])
         return True

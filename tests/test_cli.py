@@ -99,7 +99,8 @@ def test_assets_check_json_is_parseable(capsys):
 
 
 def test_scale_flags_are_shorthands_for_set_keys(capsys):
-    from bench.cli import _scale_overrides, build_parser
+    from bench.cli import build_parser
+    from bench.cli_commands import _scale_overrides
 
     args = build_parser().parse_args(
         ["run", "--method", "dear", "--suite", "beir", "--train-queries", "500", "--epochs",
@@ -117,13 +118,13 @@ def test_scale_flags_are_shorthands_for_set_keys(capsys):
 
 
 def test_compare_seeds_passes_model_flags_to_the_runs_it_starts(monkeypatch, tmp_path):
-    import bench.cli as cli
+    import bench.cli_commands as commands
 
     started = []
-    monkeypatch.setattr(cli, "cmd_run", lambda args: started.append(args))
+    monkeypatch.setattr(commands, "cmd_run", lambda args: started.append(args))
     args = build_parser().parse_args(
         ["compare", "--suite", "align", "--methods", "aligndistil", "--seeds", "1",
          "--teacher", "t", "--student", "s", "--judge", "j", "--results", str(tmp_path)])
-    cli._run_missing_seeds(args, ["dpo", "aligndistil"])
+    commands._run_missing_seeds(args, ["dpo", "aligndistil"])
     assert [(a.method, a.teacher, a.student, a.judge) for a in started] == [
         ("dpo", "t", "s", "j"), ("aligndistil", "t", "s", "j")]

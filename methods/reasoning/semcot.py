@@ -40,7 +40,9 @@ Pipeline (the frozen teacher answers; only the encoder and the generator are tra
 4. **Inference**: question -> generator -> 1 implicit state -> teacher generates the
    answer greedily from ``[question; state; answer prompt]``; latency covers both.
    The state enters as the teacher's input embedding at its own position (attention mask 1,
-   the next position id), exactly where training's CE puts it. :func:`implicit_state_ablation`
+   the next position id), exactly where training's CE puts it
+   (:class:`methods.reasoning.semcot_pipeline.SemCoTPipeline`).
+   :func:`methods.reasoning.semcot_ablation.implicit_state_ablation`
    (``scripts/semcot_ablation.py``) replaces it by zeros, another question's state or a
    random vector of its norm, to show what the teacher reads from it.
 
@@ -66,7 +68,6 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -77,6 +78,18 @@ from bench.contracts import dataclass_settings
 from bench.core.device import autocast
 from bench.core.hf import model_device
 from methods.reasoning.cot_distill import REASONING_PRESETS
+from methods.reasoning.semcot_ablation import (
+    STATE_VARIANTS,
+    implicit_state_ablation,
+    replace_states,
+)
+from methods.reasoning.semcot_pipeline import SemCoTPipeline, TeacherAnswers
+
+# The evaluation pipeline and the state ablation live in semcot_pipeline / semcot_ablation;
+# re-exported because cot_distill, scripts/semcot_ablation.py and tests import them from here.
+__all__ = ["REGISTRY", "STATE_VARIANTS", "Generator", "SemCoT", "SemCoTConfig",
+           "SemCoTPipeline", "SentenceEncoder", "TeacherAnswers", "answer_ce", "condense",
+           "implicit_state_ablation", "replace_states", "teacher_hidden"]
 
 REGISTRY = [{
     "name": "semcot", "suites": ["gsm8k"], "target": "SemCoT",
@@ -257,210 +270,6 @@ def answer_ce(teacher: Any, batch: list[dict[str, Any]], implicit: torch.Tensor
         ids[i, :n] = torch.tensor(item["answer_ids"])
     picked = hidden.gather(1, sel.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     return teacher.get_output_embeddings()(picked), ids, amask
-
-
-class TeacherAnswers:
-    """The frozen teacher answering ``[question; answer_prompt]`` greedily; ``answer(context,
-    max_new_tokens, until) -> (text, n_tokens)`` for lm-eval. The lm-eval context ends with
-    ``"\nAnswer:"``, which is replaced by ``answer_prompt``. Also the ``teacher-direct`` row.
-
-    The steps are public so that a diagnostic can put other states in the same place
-    (:func:`implicit_state_ablation`): :meth:`encode` (context -> question and prompt ids),
-    :meth:`states` (the implicit states, ``None`` here), :meth:`input_embeds` (what the
-    teacher reads) and :meth:`generate_from`."""
-
-    def __init__(self, teacher: Any, tokenizer: Any, answer_prompt: str) -> None:
-        self.teacher, self.tokenizer, self.answer_prompt = teacher, tokenizer, answer_prompt
-
-    def states(self, query_ids: list[int]) -> torch.Tensor | None:
-        return None  # SemCoT inserts its implicit states here
-
-    def encode(self, context: str) -> tuple[list[int], list[int]]:
-        """``(question ids, answer-prompt ids)`` of an lm-eval context; a context without
-        the ``"\nAnswer:"`` suffix is all question (no answer prompt)."""
-        from methods.reasoning.cot_distill import ANSWER_PROMPT
-
-        query, sep, _ = context.rpartition(ANSWER_PROMPT)
-        query = query if sep else context
-        tok = self.tokenizer
-        p_ids = tok(self.answer_prompt, add_special_tokens=False)["input_ids"] if sep else []
-        return list(tok(query)["input_ids"]), list(p_ids)
-
-    def input_embeds(self, query_ids: list[int], states: torch.Tensor | None,
-                     prompt_ids: list[int]) -> torch.Tensor:
-        """``[1, S, H]``: the question's token embeddings, then ``states`` (``[k, H]``, in
-        the teacher's input-embedding space), then the answer prompt's embeddings."""
-        emb = self.teacher.get_input_embeddings()
-        device = emb.weight.device
-        parts = [emb(torch.tensor(query_ids, device=device))]
-        if states is not None:
-            parts.append(states.to(device=device, dtype=emb.weight.dtype))
-        if prompt_ids:
-            parts.append(emb(torch.tensor(prompt_ids, device=device)))
-        return torch.cat(parts)[None]
-
-    @torch.no_grad()
-    def generate_from(self, query_ids: list[int], states: torch.Tensor | None,
-                      prompt_ids: list[int], max_new_tokens: int, until: list[str]
-                      ) -> tuple[str, int]:
-        """The teacher's greedy answer after ``[question; states; prompt]``: (text, tokens)."""
-        from lm_eval.models.utils_hf import stop_sequences_criteria
-
-        from bench.core.generation import stop_ids
-
-        tok = self.tokenizer
-        embeds = self.input_embeds(query_ids, states, prompt_ids)
-        out = self.teacher.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-            max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-            top_k=None, eos_token_id=stop_ids(self.teacher, tok), pad_token_id=tok.pad_token_id,
-            stopping_criteria=stop_sequences_criteria(tok, until, 0, 1))
-        new = out[0].tolist()
-        return tok.decode(new, skip_special_tokens=True), len(new)
-
-    @torch.no_grad()
-    def answer_logits(self, query_ids: list[int], states: torch.Tensor | None,
-                      prompt_ids: list[int], answer_ids: list[int]) -> torch.Tensor:
-        """``[T, V]`` teacher logits predicting each of ``answer_ids`` (teacher forcing)
-        after ``[question; states; prompt]``: the positions the answer is read from."""
-        emb = self.teacher.get_input_embeddings()
-        head = self.input_embeds(query_ids, states, prompt_ids)
-        tail = emb(torch.tensor(answer_ids, device=head.device))[None].to(head.dtype)
-        embeds = torch.cat([head, tail], 1)
-        logits = self.teacher(inputs_embeds=embeds,
-                              attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
-                                                        device=embeds.device)).logits[0]
-        return logits[head.shape[1] - 1: embeds.shape[1] - 1].float()
-
-    @torch.no_grad()
-    def answer(self, context: str, max_new_tokens: int, until: list[str]) -> tuple[str, int]:
-        q_ids, p_ids = self.encode(context)
-        return self.generate_from(q_ids, self.states(q_ids), p_ids, max_new_tokens, until)
-
-
-class SemCoTPipeline(TeacherAnswers):
-    """Generator + frozen teacher at inference: ``[question; k implicit states; answer
-    prompt]`` into the teacher."""
-
-    def __init__(self, generator: Generator, teacher: Any, tokenizer: Any, k: int,
-                 answer_prompt: str) -> None:
-        super().__init__(teacher, tokenizer, answer_prompt)
-        self.generator, self.k = generator.eval(), k
-
-    def states(self, query_ids: list[int]) -> torch.Tensor | None:
-        return self.generator([query_ids], self.k)[0]
-
-
-# The replacements :func:`implicit_state_ablation` feeds the frozen teacher, in table order.
-STATE_VARIANTS: tuple[str, ...] = ("trained", "zeros", "other-question", "random-same-norm",
-                                   "none")
-
-
-def replace_states(states: list[torch.Tensor], variant: str, *, seed: int = 0
-                   ) -> list[torch.Tensor | None]:
-    """The implicit states of n questions (``[k, H]`` each) under one ablation ``variant``.
-
-    ``trained``: as given; ``zeros``: all-zero vectors; ``other-question``: question ``i``
-    gets question ``(i + 1) % n``'s states (with one question, its own); ``random-same-norm``:
-    Gaussian directions (seeded by ``seed``) scaled to each vector's own norm; ``none``: no
-    states at all (the ``teacher-direct`` input).
-    """
-    if variant == "trained":
-        return list(states)
-    if variant == "zeros":
-        return [torch.zeros_like(s) for s in states]
-    if variant == "other-question":
-        return [states[(i + 1) % len(states)] for i in range(len(states))]
-    if variant == "random-same-norm":
-        gen = torch.Generator().manual_seed(seed)
-        out = []
-        for s in states:
-            r = torch.randn(s.shape, generator=gen, dtype=torch.float32).to(s)
-            out.append(r * (s.norm(dim=-1, keepdim=True) / r.norm(dim=-1, keepdim=True)))
-        return out
-    if variant == "none":
-        return [None] * len(states)
-    raise ValueError(f"unknown state variant {variant!r}; choose from {STATE_VARIANTS}")
-
-
-@torch.no_grad()
-def implicit_state_ablation(pipeline: TeacherAnswers, contexts: list[str], golds: list[str],
-                            *, correct: Callable[[str, str], bool], max_new_tokens: int = 32,
-                            until: Sequence[str] = ("Question:", "</s>", "<|im_end|>"),
-                            variants: Sequence[str] = STATE_VARIANTS, seed: int = 0
-                            ) -> dict[str, Any]:
-    """Do the frozen teacher's answers depend on the implicit states? For each lm-eval
-    ``context`` the pipeline's states (:meth:`TeacherAnswers.states`) are replaced per
-    :func:`replace_states` variant and fed through the evaluation's own code path
-    (:meth:`TeacherAnswers.generate_from`, greedy, ``max_new_tokens``, cut at ``until``).
-
-    Per variant: ``exact_match`` (``correct(output, gold)``), ``changed`` (answers that
-    differ from the ``trained`` variant's; needs ``trained`` in ``variants``), and from the
-    teacher's logits at the gold answer's positions (`` #### N`` + EOS, teacher forced,
-    :meth:`TeacherAnswers.answer_logits`): ``gold_logprob`` (mean log-probability per gold
-    token), ``logit_diff`` (mean over items of the largest absolute logit difference to
-    ``trained``) and ``argmax_changed`` (fraction of gold positions whose argmax token
-    differs from ``trained``'s). Also the mean norms of the trained states and of the
-    teacher's input embeddings (vocabulary rows and the questions' tokens), the mean cosine
-    between the trained state vectors of different questions, and every output. Returns a
-    JSON-ready dict.
-    """
-    tok = pipeline.tokenizer
-    encoded = [pipeline.encode(c) for c in contexts]
-    trained = [pipeline.states(q) for q, _ in encoded]
-    if any(s is None for s in trained) and any(v != "none" for v in variants):
-        raise ValueError("the pipeline inserts no implicit states (teacher-direct?): "
-                         "only variant 'none' applies")
-    emb = pipeline.teacher.get_input_embeddings().weight.detach().float()
-    question_norms = torch.cat([emb[torch.tensor(q, device=emb.device)].norm(dim=-1)
-                                for q, _ in encoded])
-    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    gold_ids = [list(tok(f" #### {g}", add_special_tokens=False)["input_ids"]) + eos
-                for g in golds]
-    outputs: dict[str, list[str]] = {}
-    ref_logits: list[torch.Tensor] = []  # the trained states' (compared against)
-    rows = []
-    for variant in sorted(variants, key=lambda v: v != "trained"):  # trained first
-        states = replace_states(trained, variant, seed=seed)  # type: ignore[arg-type]
-        texts, hits, logp, diff, flips = [], [], [], [], []
-        for i, ((q_ids, p_ids), st, gids, gold) in enumerate(
-                zip(encoded, states, gold_ids, golds, strict=True)):
-            text, _ = pipeline.generate_from(q_ids, st, p_ids, max_new_tokens, list(until))
-            for stop in until:
-                text = text.split(stop)[0] if stop else text
-            texts.append(text)
-            hits.append(bool(correct(text, gold)))
-            lg = pipeline.answer_logits(q_ids, st, p_ids, gids).cpu()
-            logp.append(torch.log_softmax(lg, -1).gather(1, torch.tensor(gids)[:, None])
-                        .mean().item())
-            if variant == "trained":
-                ref_logits.append(lg)
-            elif ref_logits:
-                diff.append((lg - ref_logits[i]).abs().max().item())
-                flips.append((lg.argmax(-1) != ref_logits[i].argmax(-1)).float().mean().item())
-        outputs[variant] = texts
-        row: dict[str, Any] = {"variant": variant, "exact_match": sum(hits) / len(hits),
-                               "correct": sum(hits), "gold_logprob": sum(logp) / len(logp)}
-        if "trained" in outputs:
-            row["changed"] = sum(a != b for a, b in zip(texts, outputs["trained"], strict=True))
-            row["logit_diff"] = sum(diff) / len(diff) if diff else 0.0
-            row["argmax_changed"] = sum(flips) / len(flips) if flips else 0.0
-        rows.append(row)
-    rows.sort(key=lambda r: list(variants).index(r["variant"]))
-    vectors = torch.cat([s.float().cpu() for s in trained if s is not None]) \
-        if any(s is not None for s in trained) else torch.zeros(0, emb.shape[1])
-    unit = torch.nn.functional.normalize(vectors, dim=-1)
-    cos = unit @ unit.T
-    pairs = cos.numel() - cos.shape[0]
-    return {"items": len(contexts), "max_new_tokens": max_new_tokens, "seed": seed,
-            "state_norm": vectors.norm(dim=-1).mean().item() if len(vectors) else None,
-            # how alike the states of different questions are (1: one vector for all)
-            "state_cosine": (cos.sum() - cos.diagonal().sum()).item() / pairs
-            if pairs else None,
-            "token_embedding_norm": emb.norm(dim=-1).mean().item(),
-            "question_token_norm": question_norms.mean().item(),
-            "variants": rows, "outputs": outputs}
 
 
 class SemCoT:

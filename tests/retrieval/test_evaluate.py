@@ -34,8 +34,10 @@ def run_cli(argv: list[str]) -> int:
     """``bench evaluate ...`` through bench.cli.main once it is wired, else the same steps."""
     if "evaluate" in getattr(cli, "COMMANDS", {}):
         return cli.main(argv)
-    parser = cli._Parser(prog="bench")
-    add_evaluate_parser(parser.add_subparsers(dest="command", parser_class=cli._Parser))
+    from bench.cli_parser import _Parser
+
+    parser = _Parser(prog="bench")
+    add_evaluate_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
     try:
         return cmd_evaluate(parser.parse_args(argv))
     except UsageError as exc:
