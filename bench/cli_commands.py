@@ -147,13 +147,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baseline = args.baseline or metadata.baseline
     if args.seeds is None:  # these only shape the runs --seeds starts
         given = [f for f, v in (("--teacher", args.teacher), ("--student", args.student),
-                                ("--judge", args.judge), ("--set", args.overrides)) if v]
+                                ("--judge", args.judge), ("--set", args.overrides),
+                                ("--work-dir", args.work_dir)) if v]
         if given:
             raise UsageError(f"{given[0]} only applies with --seeds N (it is passed to the "
                              "runs --seeds starts); add --seeds or drop it")
     losses = _user_loss_methods(args.methods, metadata)
     args.methods = [losses.get(m, m) for m in args.methods]
     if args.seeds is not None:
+        if args.work_dir is not None:  # checked before the first run starts
+            from bench.core.io import writable_dir
+
+            writable_dir(args.work_dir, "--work-dir")
         _run_missing_seeds(args, [baseline, *args.methods],
                            {name: spec for spec, name in losses.items()})
     records = ResultStore(args.results).load(args.suite)
@@ -227,6 +232,8 @@ def _run_missing_seeds(args: argparse.Namespace, methods: list[str],
             argv = ["run", *what, "--suite", args.suite, "--seed", str(seed),
                     "--preset", args.preset, "--out", str(args.results),
                     "--device", args.device] + (["--allow-dirty"] if args.allow_dirty else [])
+            if args.work_dir is not None:
+                argv += ["--work-dir", str(args.work_dir)]
             if args.dataset:
                 argv += ["--dataset", args.dataset]
             for flag in ("teacher", "student", "judge"):

@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="--device of the runs --seeds starts")
     cmp_.add_argument("--allow-dirty", action="store_true",
                       help="--allow-dirty of the runs --seeds starts")
+    cmp_.add_argument("--work-dir", type=Path,
+                      help="--work-dir of the runs --seeds starts (checkpoints and caches)")
     cmp_.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[],
                       metavar="KEY=VALUE", help="--set of the runs --seeds starts")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")

@@ -124,7 +124,19 @@ def test_compare_seeds_passes_model_flags_to_the_runs_it_starts(monkeypatch, tmp
     monkeypatch.setattr(commands, "cmd_run", lambda args: started.append(args))
     args = build_parser().parse_args(
         ["compare", "--suite", "align", "--methods", "aligndistil", "--seeds", "1",
-         "--teacher", "t", "--student", "s", "--judge", "j", "--results", str(tmp_path)])
+         "--teacher", "t", "--student", "s", "--judge", "j", "--results", str(tmp_path),
+         "--work-dir", str(tmp_path / "work")])
     commands._run_missing_seeds(args, ["dpo", "aligndistil"])
-    assert [(a.method, a.teacher, a.student, a.judge) for a in started] == [
-        ("dpo", "t", "s", "j"), ("aligndistil", "t", "s", "j")]
+    assert [(a.method, a.teacher, a.student, a.judge, a.work_dir) for a in started] == [
+        ("dpo", "t", "s", "j", tmp_path / "work"), ("aligndistil", "t", "s", "j", tmp_path / "work")]
+
+
+def test_compare_work_dir_is_checked_before_any_run_and_needs_seeds(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["compare", "--suite", "instruct", "--methods", "fkl", "--seeds", "1",
+                 "--results", str(tmp_path), "--work-dir", str(blocker)]) == 2
+    assert "--work-dir" in capsys.readouterr().err
+    assert main(["compare", "--suite", "instruct", "--methods", "fkl",
+                 "--results", str(tmp_path), "--work-dir", str(tmp_path)]) == 2
+    assert "--work-dir only applies with --seeds N" in capsys.readouterr().err
