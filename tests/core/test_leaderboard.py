@@ -404,3 +404,34 @@ def test_dataset_and_model_tables_show_licences(records: list[dict], tmp_path: P
     assets = {r[0]: r for r in markdown_table(index, "## Packaged assets")[1:]}
     assert assets["all-minilm-l6-v2"][3:] == ["Apache-2.0 (all-MiniLM-L6-v2)", "MIT"]
     assert assets["fashion-mnist"][3] == "MIT (Fashion-MNIST)"
+
+
+def test_status_table_measures_each_row_against_the_baseline_row_of_its_model(
+        records: list[dict], tmp_path: Path) -> None:
+    """With a second baseline model (a sweep point), the status table's Δ of ``dear`` is
+    still taken against bm25's row of dear's model rule: the same model, else the only
+    model, else no Δ at all, never whichever baseline row happens to sort first."""
+    from bench.core.leaderboard.board import build_board
+    from bench.core.leaderboard.index import index_view
+
+    def status(rows: list[dict]) -> dict[tuple[str, str], tuple[str, ...]]:
+        board = build_board("toy", rows, "bm25", "auto", "holm")
+        view = index_view([("toy", "Toy", META["toy"], board)])
+        return {(r[1], r[2]): r for r in view.status.rows}
+
+    plain = status(records)
+    assert plain[("dear", "smollm2-135m-4l")][4] == "bm25"
+    assert plain[("dear", "smollm2-135m-4l")][5] != "—"
+    # a better-scoring bm25 row under another model sorts first among the baseline's rows
+    swept = [{**r, "model": "anserini-bm25-k1.2",
+              "per_item": {m: {i: min(1.0, v + 0.2) for i, v in items.items()}
+                           for m, items in r["per_item"].items()},
+              "metrics": {m: min(1.0, v + 0.2) for m, v in r["metrics"].items()}}
+             for r in records if r["method"] == "bm25"]
+    both = status(records + swept)
+    assert both[("bm25", "anserini-bm25")][4] == both[("bm25", "anserini-bm25-k1.2")][4] \
+        == "(baseline)"
+    assert both[("dear", "smollm2-135m-4l")][5] == "—"  # two baseline models, none its own
+    same = [{**r, "model": "smollm2-135m-4l"} for r in swept]  # the baseline ran with dear's model
+    mine = status(records + same)
+    assert mine[("dear", "smollm2-135m-4l")][5] != plain[("dear", "smollm2-135m-4l")][5]
