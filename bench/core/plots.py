@@ -149,6 +149,22 @@ def _by_suite_dataset(records: Sequence[dict[str, Any]]
     return out
 
 
+def _point_labels(rows: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """A label per (method, model, ...) row: the method, plus what sets the model apart when
+    the method has several (DPO's sweep: ``dpo lr0.001`` beside ``dpo``), so that points of
+    one method stay distinguishable on a plot."""
+    models: dict[str, list[str]] = {}
+    for row in rows:
+        models.setdefault(row[0], []).append(row[1])
+    labels = {}
+    for row in rows:
+        names = models[row[0]]
+        common = os.path.commonprefix(names) if len(set(names)) > 1 else row[1]
+        rest = row[1][len(common):].strip("-_ ")
+        labels[row] = f"{row[0]} {rest}" if rest else row[0]
+    return labels
+
+
 def _tradeoff_scatter(records: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str], *,
                       x: str, y: str, x_label: str, y_label: str, suffix: str,
                       y_floor_one: bool = False) -> list[Path]:
@@ -165,10 +181,12 @@ def _tradeoff_scatter(records: Sequence[dict[str, Any]], out_dir: str | os.PathL
         if not recs:
             continue
         points = []
-        for row, rs in sorted(group_rows(recs).items()):
+        groups = sorted(group_rows(recs).items())
+        labels = _point_labels([row for row, _ in groups])
+        for row, rs in groups:
             xm, xs = mean_std([r["metrics"][x] for r in rs])
             ym, ys = mean_std([r["metrics"][y] for r in rs])
-            points.append((row[0], xm, ym, xs, ys))
+            points.append((labels[row], xm, ym, xs, ys))
         frontier = sorted((p for p in points if not any(
             q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)),
             key=lambda p: (p[1], -p[2], p[0]))
