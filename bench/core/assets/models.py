@@ -15,6 +15,7 @@ torch and transformers are imported inside the functions, never at module import
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,25 @@ def _assemble_gguf(s: AssetSpec, root: Path, out: Path) -> None:
                                 f"reinstall with: {s.install}")
 
 
+@contextlib.contextmanager
+def _gguf_bar_off() -> Iterator[None]:
+    """transformers' GGUF reader draws a plain tqdm bar that its own progress switch does
+    not reach; turn that one bar off for the duration (the module attribute is restored)."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:  # another transformers layout: nothing to silence
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def prepare_gguf_model(s: AssetSpec, out: Path, progress: bool = True) -> None:
     """Dequantise a packaged GGUF causal LM to float32 safetensors + tokenizer in ``out``."""
     configure_offline()
@@ -151,8 +171,11 @@ def prepare_gguf_model(s: AssetSpec, out: Path, progress: bool = True) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not progress:
-        transformers.utils.logging.disable_progress_bar()
+    from bench.core import hf
+
+    # transformers' own bars (GGUF tensors, weights, shards) would repeat what the
+    # "[assets] ..." lines already say, one carriage-return line each in a log file.
+    hf.quiet_progress()
     root = asset_path(s.name)
     gguf = s.meta["gguf_file"]
     src = root
@@ -162,8 +185,9 @@ def prepare_gguf_model(s: AssetSpec, out: Path, progress: bool = True) -> None:
         _assemble_gguf(s, root, src / gguf)
     t0 = time.perf_counter()
     _log(progress, f"{s.name}: dequantising {gguf} to float32 (one-time, ~30 s)")
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32,
-                                                 local_files_only=True)
+    with _gguf_bar_off():
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32,
+                                                     local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf, local_files_only=True)
     t_load = time.perf_counter() - t0
     if needs_chat_template(s) and not getattr(tokenizer, "chat_template", None):
