@@ -83,22 +83,31 @@ def seed_mean_items(recs: Sequence[dict[str, Any]], metric: str) -> dict[str, fl
     return {i: math.fsum(v) / len(v) for i, v in sorted(acc.items())}
 
 
-def _pick_baseline(groups: dict[Key, Any], baseline: str | None, row: str, model: str,
-                   dataset: str) -> Key | None:
-    """The baseline row a row is tested against: the baseline run at the row's own preset
-    where there is one (``cot-sft [cpu-long]`` for ``skip-thinking [cpu-long]``), else the
-    default baseline; within it the same model if the baseline ran with it, else the
-    baseline's only model, else None."""
+def baseline_row(rows: Iterable[tuple[str, str]], baseline: str | None, row: str,
+                 model: str) -> tuple[str, str] | None:
+    """The (method, model) row that ``row`` with ``model`` is measured against, among
+    ``rows``: the baseline run at the row's own preset where there is one (``cot-sft
+    [cpu-long]`` for ``skip-thinking [cpu-long]``), else the default baseline; within it the
+    same model if the baseline ran with it, else the baseline's only model, else None
+    (several models and none matches: no test rather than pick one, e.g. DPO's sweep)."""
     if baseline is None:
         return None
+    rows = list(rows)
     preset = re.fullmatch(r".+ (\[[^\]]+\])", row)
     for name in ([f"{baseline} {preset.group(1)}"] if preset else []) + [baseline]:
-        if (name, model, dataset) in groups:
-            return (name, model, dataset)
-        cands = [k for k in groups if k[0] == name and k[2] == dataset]
+        cands = [r for r in rows if r[0] == name]
+        if (name, model) in cands:
+            return (name, model)
         if cands:
             return cands[0] if len(cands) == 1 else None
     return None
+
+
+def _pick_baseline(groups: dict[Key, Any], baseline: str | None, row: str, model: str,
+                   dataset: str) -> Key | None:
+    """:func:`baseline_row` among the rows with results on ``dataset``."""
+    found = baseline_row([k[:2] for k in groups if k[2] == dataset], baseline, row, model)
+    return None if found is None else (*found, dataset)
 
 
 @dataclass(frozen=True)

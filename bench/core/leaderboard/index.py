@@ -4,13 +4,12 @@ table (each method's mean against its suite's baseline) and the "Packaged assets
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bench.core.leaderboard.board import Board
+from bench.core.leaderboard.board import Board, baseline_row
 from bench.core.leaderboard.tables import HEADER, Table, distinct, escape_md, fmt, markdown_table
 from bench.core.results import slug
 
@@ -28,29 +27,12 @@ def _summary(meta: dict[str, Any], b: Board) -> str:
     return line
 
 
-def _base_row(rows: Iterable[tuple[str, str]], names: list[str], model: str
-              ) -> tuple[str, str] | None:
-    """The baseline row a status row is measured against, by the main tables' rule: the
-    first of ``names`` (the baseline at the row's preset, then the default) that has rows;
-    within it the row's own model, else its only model, else None (several models and none
-    matches: no difference is shown rather than pick one, e.g. DPO's sweep rows)."""
-    for name in names:
-        found = [r for r in rows if r[0] == name]
-        if found:
-            same = [r for r in found if r[1] == model]
-            return same[0] if same else (found[0] if len(found) == 1 else None)
-    return None
-
-
 def _status_rows(suite: str, meta: dict[str, Any], b: Board) -> list[tuple[str, ...]]:
     """The index's status rows of one suite, plain text (see :data:`STATUS_LEGEND`)."""
     baseline, alpha = meta.get("baseline"), float(meta.get("alpha", 0.05))
     rows = []
     for row in b.rows:
-        # a preset row ("x [cpu-long]") stands against the baseline run at its preset
-        preset = re.fullmatch(r".+ (\[[^\]]+\])", row[0])
-        names = ([f"{baseline} {preset.group(1)}"] if preset else []) + [baseline]
-        base_row = _base_row(b.rows, names, row[1])
+        base_row = baseline_row(b.rows, baseline, row[0], row[1])
         base_mean = b.row_mean.get(base_row) if base_row else None
         is_base = base_row is not None and row == base_row
         cells = [b.stats[(*row, ds)] for ds in b.mains if (*row, ds) in b.stats]
