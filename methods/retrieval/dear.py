@@ -391,9 +391,18 @@ class DeAR:
         context.notes.append(PARTIAL_NOTE)
         stage2 = settings.get("stage2", True)
         lm = copy.deepcopy(student.lm) if stage2 else None  # before bf16 casts the student
-        dear_p = for_inference(student)
-        rows = [("dear-student-init", for_inference(build_student(cfg)), model),
-                ("dear-p", dear_p, model)]
+        dear_p, init = for_inference(student), for_inference(build_student(cfg))
+        if cfg.frozen_layers:  # both keep the pretrained lower layers: run them once a pair
+            from methods.retrieval.frozen_layers import SharedLowerStates, SharedStatesReranker
+
+            shared = SharedLowerStates(dear_p, cfg.frozen_layers)
+            init, dear_p = (SharedStatesReranker(init, shared),
+                            SharedStatesReranker(dear_p, shared))
+            context.config["shared_lower_states"] = (
+                f"the first {cfg.frozen_layers} layers' states are computed once per pair for "
+                "dear-student-init and dear-p (so dear-p's rerank time leaves them out); "
+                "each row's cost probe times its whole student")
+        rows = [("dear-student-init", init, model), ("dear-p", dear_p, model)]
         if stage2:  # last row: it records its parse repairs into context.config
             rows.append(("dear-l", build_listwise(
                 context, settings, lm=lm, tokenizer=student.tokenizer, dear_p=dear_p,

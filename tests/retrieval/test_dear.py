@@ -207,3 +207,50 @@ def test_validation_without_a_dev_split_is_refused_before_any_work(tmp_path, cap
     assert code == 2 and len(err) == 1
     assert "offline/fiqa has no dev split" in err[0] and "--dataset offline/boolq" in err[0]
     assert not list(tmp_path.rglob("*.json"))  # nothing ran, not even the other datasets
+
+
+def test_shared_lower_states_score_as_each_model_alone(tiny_model_dir):
+    from methods.retrieval.dear import build_student, for_inference
+    from methods.retrieval.frozen_layers import SharedLowerStates, SharedStatesReranker
+
+    cfg = DeARConfig(student=str(tiny_model_dir), student_layers=2, frozen_layers=1,
+                     max_doc_tokens=8)
+    init, trained = build_student(cfg), build_student(cfg)
+    with torch.no_grad():  # "trained": same frozen layer, another upper layer and head
+        for p in trained.lm.get_decoder().layers[1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        trained.head.weight.mul_(-2.0)
+    queries = ["alpha beta", "gamma", "alpha beta", "pi rho sigma"]
+    docs = ["alpha beta gamma delta", "pi rho", "tau upsilon", "alpha beta gamma delta"]
+    shared = SharedLowerStates(trained, 1)
+    rows = [SharedStatesReranker(m, shared) for m in (init, trained)]
+    for row, model in zip(rows, (init, trained), strict=True):
+        torch.testing.assert_close(torch.tensor(row.score(queries, docs)),
+                                   torch.tensor(model.score(queries, docs)),
+                                   rtol=1e-5, atol=1e-5)
+    assert shared.computed == 4  # the second model found every pair's states in the memo
+    assert rows[0].fingerprint() != init.fingerprint()  # its own score-cache key
+    assert rows[0].score(queries[::-1], docs[::-1]) == rows[0].score(queries, docs)[::-1]
+
+    rows[1].forget()  # the cost probe: the whole student runs again, the memo is not read
+    rows[1].score(queries[:2], docs[:2])
+    assert shared.computed == 4
+
+    small = SharedLowerStates(trained, 1, max_bytes=1)  # keeps nothing, still scores right
+    torch.testing.assert_close(torch.tensor(SharedStatesReranker(trained, small).score(
+        queries, docs)), torch.tensor(trained.score(queries, docs)), rtol=1e-5, atol=1e-5)
+    assert not small._memo
+
+    fast = [for_inference(m) for m in (init, trained)]  # bf16, as DeAR scores
+    shared16 = SharedLowerStates(fast[1], 1)
+    for model in fast:
+        torch.testing.assert_close(torch.tensor(SharedStatesReranker(model, shared16).score(
+            queries, docs)), torch.tensor(model.score(queries, docs)), rtol=0.02, atol=0.02)
+
+    other = build_student(DeARConfig(**{**cfg.__dict__, "max_doc_tokens": 4}))
+    with pytest.raises(ValueError, match="lower layers or prompt differ"):
+        SharedStatesReranker(other, shared)
+    with torch.no_grad():
+        init.lm.get_decoder().layers[0].mlp.up_proj.weight.add_(1.0)
+    with pytest.raises(ValueError, match="lower layers or prompt differ"):
+        SharedStatesReranker(init, shared)
