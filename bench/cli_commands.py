@@ -16,9 +16,10 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.cli_parser import build_parser
-from bench.errors import UsageError
+from bench.errors import ResultExistsError, UsageError
 from bench.suite import SCALE_FLAGS, SuiteMetadata, limited_id
 
 
@@ -120,19 +121,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     git_state_at_start()
     start = time.perf_counter()
     records = suite.run(options)
+    kept: list[tuple[Path, Path]] = []  # (existing result, where this run's record went)
     for record in records:
         if args.limit is not None:  # a partial evaluation is its own dataset, never the full
             record["dataset"]["id"] = limited_id(record["dataset"]["id"], args.limit)
             record["config"]["limit"] = args.limit
         if not is_main():  # every process holds the same gathered records
             continue
-        path = store.write(record, overwrite=args.overwrite)
+        try:
+            path = store.write(record, overwrite=args.overwrite)
+        except ResultExistsError:
+            kept.append(_keep_aside(store, record, args.work_dir))
+            continue
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
         print(f"{record['dataset']['id']}: {metrics}  -> {path}")
+    if kept:
+        # A row's file name is known only once the suite has named its model and dataset,
+        # i.e. after the work; so the work is kept rather than refused up front.
+        raise ResultExistsError(
+            f"{kept[0][0]}: a result already exists ({len(kept)} of this run's "
+            f"{len(records)} records collide); this run's records were kept under "
+            f"{kept[0][1].parents[2]}: move them there, or rerun with --overwrite or "
+            "another --out (trained models and scores are cached, so that repeats little)")
     if is_main():
         print(f"done in {time.perf_counter() - start:.1f}s; `bench leaderboard` regenerates "
               "tables")
     return 0
+
+
+def _keep_aside(store: Any, record: dict[str, Any], work_dir: str | None) -> tuple[Path,
+                                                                                   Path]:
+    """Write ``record`` under ``<work dir>/kept-results/<time>/`` instead of over an existing
+    result: (the existing path, the kept one)."""
+    from bench.core.assets import cache_dir
+    from bench.core.results import ResultStore
+
+    existing = store.path_for(record)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = ResultStore(Path(work_dir or cache_dir()) / "kept-results" / stamp)
+    return existing, aside.write(record, overwrite=True)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

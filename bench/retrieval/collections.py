@@ -142,7 +142,10 @@ def _configure_ir_datasets() -> Any:
 
     import ir_datasets
 
-    logging.getLogger("ir_datasets").setLevel(logging.WARNING)  # its INFO lines drown output
+    # Its INFO lines ("Opening ... with direct file access") drown the output. ir_datasets
+    # creates its logger lazily and sets it to INFO then, so create it first, then lower it.
+    ir_datasets.log.easy().logger()
+    logging.getLogger("ir_datasets").setLevel(logging.WARNING)
 
     return ir_datasets
 

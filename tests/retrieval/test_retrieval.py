@@ -150,7 +150,14 @@ def test_beir_bm25_and_minilm_end_to_end(tmp_path, capsys):
     # Never overwritten silently.
     code = main(["run", "--method", "bm25", "--suite", "beir", "--dataset", "offline/fiqa",
                  "--limit", "8", "--out", str(out), "--work-dir", str(tmp_path / "work")])
-    assert code == 2 and "--overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not [line for line in err if "[INFO]" in line]  # ir_datasets kept quiet
+    err = err[-1:]  # earlier lines: the minilm run's progress bars
+    assert code == 2 and "--overwrite" in err[0]
+    # ... and the finished run's record is kept beside, not lost
+    kept = list((tmp_path / "work" / "kept-results").rglob("bm25__*.json"))
+    assert len(kept) == 1 and str(kept[0].parents[2]) in err[0]
+    assert json.loads(kept[0].read_text())["metrics"] == records["bm25"]["metrics"]
 
 
 def test_method_not_offered_by_suite(capsys):
