@@ -435,3 +435,30 @@ def test_status_table_measures_each_row_against_the_baseline_row_of_its_model(
     same = [{**r, "model": "smollm2-135m-4l"} for r in swept]  # the baseline ran with dear's model
     mine = status(records + same)
     assert mine[("dear", "smollm2-135m-4l")][5] != plain[("dear", "smollm2-135m-4l")][5]
+
+
+def test_only_baseline_rows_another_row_is_measured_against_are_marked(
+        records: list[dict]) -> None:
+    """A sweep point of the baseline (another model that no other method ran with) is not
+    "(baseline)" in either table, and has no Δ: nothing is measured against it."""
+    from bench.core.leaderboard.board import baseline_rows, build_board
+    from bench.core.leaderboard.index import index_view
+    from bench.core.leaderboard.view import suite_view
+
+    bm25 = next(r for r in records if r["method"] == "bm25")
+    dear_model = next(r["model"] for r in records if r["method"] == "dear")
+    rows = records + [{**bm25, "model": dear_model}, {**bm25, "model": "anserini-bm25-k1.2"}]
+    board = build_board("toy", rows, "bm25", "auto", "holm")
+    marked = baseline_rows(board.rows, "bm25")
+    assert marked == {("bm25", dear_model)}
+    status = {(r[1], r[2]): r for r in index_view([("toy", "Toy", META["toy"], board)])
+              .status.rows}
+    assert status[("bm25", dear_model)][4] == "(baseline)"
+    assert status[("bm25", "anserini-bm25-k1.2")][4:6] == ("—", "—")
+    labels = {(r.method, r.model): r.label for r in suite_view(
+        "toy", board, baseline="bm25", test="auto", alpha=0.05).rows}
+    assert labels[("bm25", dear_model)] == "bm25 (baseline)"
+    assert labels[("bm25", "anserini-bm25-k1.2")] == "bm25"
+    assert baseline_rows([("bm25", "a"), ("bm25", "b")], "bm25") == {("bm25", "a"),
+                                                                      ("bm25", "b")}
+    assert baseline_rows([("dear", "a")], None) == set()

@@ -103,6 +103,23 @@ def baseline_row(rows: Iterable[tuple[str, str]], baseline: str | None, row: str
     return None
 
 
+def baseline_rows(rows: Iterable[tuple[str, str]], baseline: str | None
+                  ) -> set[tuple[str, str]]:
+    """The rows some other method's row is measured against (:func:`baseline_row`): the
+    rows marked "(baseline)". A baseline-method row that no other row refers to (one point
+    of DPO's sweep) is not marked; with no other method, every baseline row is."""
+    if baseline is None:
+        return set()
+    rows = list(rows)
+
+    def of_baseline(method: str) -> bool:
+        return re.fullmatch(rf"{re.escape(baseline)}( \[[^\]]+\])?", method) is not None
+
+    found = {baseline_row(rows, baseline, m, model) for m, model in rows
+             if not of_baseline(m)} - {None}
+    return found or {r for r in rows if of_baseline(r[0])}  # type: ignore[return-value]
+
+
 def _pick_baseline(groups: dict[Key, Any], baseline: str | None, row: str, model: str,
                    dataset: str) -> Key | None:
     """:func:`baseline_row` among the rows with results on ``dataset``."""

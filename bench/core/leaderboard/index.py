@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bench.core.leaderboard.board import Board, baseline_row
+from bench.core.leaderboard.board import Board, baseline_row, baseline_rows
 from bench.core.leaderboard.tables import HEADER, Table, distinct, escape_md, fmt, markdown_table
 from bench.core.results import slug
 
@@ -31,18 +31,21 @@ def _status_rows(suite: str, meta: dict[str, Any], b: Board) -> list[tuple[str, 
     """The index's status rows of one suite, plain text (see :data:`STATUS_LEGEND`)."""
     baseline, alpha = meta.get("baseline"), float(meta.get("alpha", 0.05))
     rows = []
+    marked = baseline_rows(b.rows, baseline)
     for row in b.rows:
         base_row = baseline_row(b.rows, baseline, row[0], row[1])
         base_mean = b.row_mean.get(base_row) if base_row else None
-        is_base = base_row is not None and row == base_row
+        is_base = row in marked
         cells = [b.stats[(*row, ds)] for ds in b.mains if (*row, ds) in b.stats]
         tested = [c for c in cells if c.p_value is not None]
         mean = b.row_mean[row]
         delta = (mean - base_mean) if mean is not None and base_mean is not None else None
         partial = any(r["implementation"] == "partial" for r in b.row_recs[row])
+        unpaired = is_base or base_row == row  # a sweep point of the baseline: no Δ
         rows.append((suite, row[0], row[1], fmt(mean),
-                     "(baseline)" if is_base else (base_row[0] if base_row else baseline or "—"),
-                     "—" if is_base else fmt(delta, signed=True),
+                     "(baseline)" if is_base else "—" if base_row == row
+                     else (base_row[0] if base_row else baseline or "—"),
+                     "—" if unpaired else fmt(delta, signed=True),
                      f"{sum(c.significant(alpha) for c in tested)} of {len(tested)}"
                      if tested else "—", "partial" if partial else "full"))
     return rows

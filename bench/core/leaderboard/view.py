@@ -16,6 +16,7 @@ from bench.core.leaderboard.board import (
     CORRECTION_NAMES,
     TEST_NAMES,
     Board,
+    baseline_rows,
     cell_stat,
     strip_limit,
 )
@@ -151,14 +152,16 @@ def cost_legend(records: Iterable[dict[str, Any]]) -> str:
 def _row_infos(b: Board, baseline: str | None) -> tuple[list[RowInfo], list[str]]:
     rows: list[RowInfo] = []
     notes: list[str] = []
+    marked = baseline_rows(b.row_recs, baseline)
     for (method, model), rrecs in b.row_recs.items():
-        label, note = method + (" (baseline)" if method == baseline else ""), None
+        is_base = (method, model) in marked
+        label, note = method + (" (baseline)" if is_base else ""), None
         if any(r["implementation"] == "partial" for r in rrecs):
             notes.append(f"{method} / {model} is a partial implementation: "
                          f"{distinct(n for r in rrecs for n in r['notes'])}")
             note = len(notes)
             label += f" (partial, note {note})"
-        rows.append(RowInfo(method, model, label, method == baseline, note, tuple(rrecs)))
+        rows.append(RowInfo(method, model, label, is_base, note, tuple(rrecs)))
     return rows, notes
 
 
