@@ -229,7 +229,8 @@ def finetune_teacher(base: Any, tokenizer: Any, items: list[ReasoningItem], cfg:
 REASONING_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"epochs": 1, "st_linear_epochs": 1, "st_llm_epochs": 0, "cg_linear_epochs": 1,
               "cg_llm_epochs": 1},
-    "default": {"cg_linear_epochs": 3, "cg_llm_epochs": 2},
+    "default": {"epochs": 4, "cwt_epochs": 2, "stt_epochs": 2, "cg_linear_epochs": 3,
+                "cg_llm_epochs": 2},
     "full": {"mixed_precision": "bf16"},
     "cpu-long": {"student_layers": 16, "epochs": 4, "cwt_epochs": 2, "stt_epochs": 2,
                  "cg_linear_epochs": 3, "cg_llm_epochs": 2},

@@ -343,11 +343,12 @@ def test_cpu_long_preset_is_the_arith_learning_recipe_and_set_overrides_it():
     suite = GSM8KSuite()
     options = RunOptions(method="cot-sft", preset="cpu-long", overrides={"epochs": 3})
     settings = suite.settings(options, resolve_recipe("cot-sft", "gsm8k"))
-    assert [d.id for d in suite._datasets(options, settings)] == ["offline/arith-2x2-digits"]
+    assert [d.id for d in suite._datasets(options, settings)] == ["offline/arith-3x1-digits"]
     cfg = sft_config(settings, 0)
     assert (cfg.student_layers, cfg.epochs, settings["n_train"]) == (16, 3, 1200)
     default = suite.settings(RunOptions(method="cot-sft"), resolve_recipe("cot-sft", "gsm8k"))
-    assert "student_layers" not in default and default["n_train"] == 300
+    assert "student_layers" not in default and default["n_train"] == 1200
+    assert sft_config(default, 0).epochs == 4
     assert "cpu-long" in GSM8KSuite.presets
 
 

@@ -44,7 +44,7 @@ def test_settings_and_their_defaults():
 
 def test_arith_validation_follows_the_unchanged_training_items():
     ds = parse_dataset("offline/arith-2x2-digits")
-    settings = _settings(eval_split="validation")  # n_train 300, teacher_train 1200
+    settings = _settings(eval_split="validation")  # teacher_train 1200 >= n_train
     before = make_arith(2, 2, 1200, ARITH_SEED, split="train", style="digits")  # as drawn before
     train, validation = arith_pools(ds, settings, settings["val_per_task"])
     assert train == before  # the first items, every field, unchanged by carving out
@@ -95,8 +95,10 @@ def test_asdiv_validation_is_the_end_of_the_train_pool():
     settings = _settings(eval_split="validation")
     validation = validation_items(ds, settings)
     assert validation == pool[-100:]
-    # the default students' items are today's; with every item, still none held out
-    assert [it.id for it in training_items(ds, settings)] == [p.id for p in pool[:300]]
+    # the default students' items are the pool's first n_train; with every item, still
+    # none held out
+    assert [it.id for it in training_items(ds, settings)] == [
+        p.id for p in pool[:settings["n_train"]]]
     everything = training_items(ds, _settings(eval_split="test", n_train=None))
     assert [it.id for it in everything] == [p.id for p in pool[:-100]]
     assert not {it.id for it in everything} & {p.id for p in validation}
