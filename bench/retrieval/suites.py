@@ -67,6 +67,23 @@ BEIR = SuiteMetadata(
     ),
     settings=RETRIEVAL_SETTINGS, presets=RETRIEVAL_PRESETS, recipe_presets=("cpu-long",),
     plot="bench.core.plots:main_score_bars", sections="bench.retrieval.report:undistilled_tables",
+    description=(
+        "Offline default (CPU budget): 200 test queries per collection, BM25 (Anserini, "
+        "k1 0.9, b 0.4) retrieves 100 candidates and a reranker rescores the top 20; "
+        "nDCG@10 (ranx, with trec_eval -c semantics), each row tested against BM25 on the "
+        "same queries. How to read "
+        "DeAR's rows here: the default teacher is all-MiniLM-L6-v2, a 22M-parameter "
+        "bi-encoder, distilled into a larger decoder (SmolLM2-135M's first 4 layers, "
+        "42.5M parameters), the reverse of the paper's 13B-to-3B direction; "
+        "`dear-student-init` is that student before training (a random score head), "
+        "`dear-p` the pointwise student after stage 1, `dear-l` its listwise stage 2. On "
+        "the offline collections BM25 is strong: on NarrativeQA it scores above the "
+        "teacher itself, so a student of that teacher cannot be expected to beat it "
+        "there; FiQA is where the teacher has headroom over BM25. The 4-layer student is "
+        "the deepest that fits `make run`'s budget on a 2-core CPU; deeper students "
+        "(`--preset cpu-long`: 16 layers; `--set student_layers=12 --set "
+        "frozen_layers=8`) rank better and take longer. Measurement logs: "
+        "docs/measurements/beir.md."),
 )
 
 
