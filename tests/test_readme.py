@@ -51,8 +51,9 @@ def test_the_status_block_is_replaced_between_its_markers_only():
     from bench.core.leaderboard.tables import Table
 
     index = IndexView((), Table(("Suite", "Method", "Model", "Mean", "Baseline", "Δ mean",
-                                 "Significant", "Implementation"),
-                                (("lm", "ce", "m", "1.0", "(baseline)", "—", "—", "full"),), 3),
+                                 "p", "Significant", "Implementation"),
+                                (("lm", "ce", "m", "1.0", "(baseline)", "—", "—", "—", "full"),),
+                                3),
                       Table(("a",), (), 0))
     text = f"intro\n{README_START}\nold table\n{README_END}\noutro\n"
     out = with_status_block(text, index, "leaderboards/")

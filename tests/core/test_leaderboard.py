@@ -462,3 +462,23 @@ def test_only_baseline_rows_another_row_is_measured_against_are_marked(
     assert baseline_rows([("bm25", "a"), ("bm25", "b")], "bm25") == {("bm25", "a"),
                                                                       ("bm25", "b")}
     assert baseline_rows([("dear", "a")], None) == set()
+
+
+def test_status_table_shows_each_datasets_corrected_p_in_the_pages_order(
+        records: list[dict]) -> None:
+    """The p column lists, per dataset, the p-value the suite page shows after its table's
+    correction, never the raw one; the baseline row has none."""
+    from bench.core.leaderboard.board import build_board
+    from bench.core.leaderboard.index import index_view
+
+    board = build_board("toy", records, "bm25", "auto", "holm")
+    status = {(r[1], r[2]): r for r in index_view([("toy", "Toy", META["toy"], board)])
+              .status.rows}
+    dear = next(k for k in status if k[0] == "dear")
+    cells = [board.stats[(*dear, ds)] for ds in board.mains if (*dear, ds) in board.stats]
+    tested = [c for c in cells if c.p_value is not None]
+    assert tested and all(c.p_adjusted is not None for c in tested)
+    expected = " · ".join("<0.001" if c.p_adjusted < 0.001 else f"{c.p_adjusted:.3f}"
+                          for c in tested)
+    assert status[dear][6] == expected
+    assert status[next(k for k in status if k[0] == "bm25")][6] == "—"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bench.core.leaderboard.board import Board, baseline_row, baseline_rows
+from bench.core.leaderboard.board import Board, CellStat, baseline_row, baseline_rows
 from bench.core.leaderboard.tables import HEADER, Table, distinct, escape_md, fmt, markdown_table
 from bench.core.results import slug
 
@@ -46,15 +46,23 @@ def _status_rows(suite: str, meta: dict[str, Any], b: Board) -> list[tuple[str, 
                      "(baseline)" if is_base else "—" if base_row == row
                      else (base_row[0] if base_row else baseline or "—"),
                      "—" if unpaired else fmt(delta, signed=True),
+                     " · ".join(_p_text(c) for c in tested) or "—",
                      f"{sum(c.significant(alpha) for c in tested)} of {len(tested)}"
                      if tested else "—", "partial" if partial else "full"))
     return rows
 
 
+def _p_text(cell: CellStat) -> str:
+    """A cell's p-value as the status table shows it: corrected within its suite's table."""
+    p = cell.p_adjusted if cell.p_adjusted is not None else cell.p_value
+    return "—" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 STATUS_LEGEND = ("One row per method and suite: its mean main score over the suite's "
                  "datasets (— where it lacks one), the difference to the suite's baseline, "
-                 "and on how many datasets that difference is significant after the "
-                 "table's correction (of those where a test could be run); partial rows "
+                 "the p-value of that difference on each dataset in the suite page's order "
+                 "(corrected with the rest of its table), and on how many datasets it is "
+                 "significant (of those where a test could be run); partial rows "
                  "implement their method only in part (see the suite page's notes).")
 ASSETS_LEGEND = ("The offline models and data the suites run on (`bench assets check` "
                  "checks them): the licence of the weights or data each carries, and of the "
@@ -84,7 +92,7 @@ def index_view(suites: Iterable[tuple[str, str, dict[str, Any], Board]]) -> Inde
     entries = tuple((suite, title, _summary(meta, b)) for suite, title, meta, b in suites)
     status = tuple(row for suite, _, meta, b in suites for row in _status_rows(suite, meta, b))
     return IndexView(entries, Table(
-        ("Suite", "Method", "Model", "Mean", "Baseline", "Δ mean", "Significant",
+        ("Suite", "Method", "Model", "Mean", "Baseline", "Δ mean", "p", "Significant",
          "Implementation"), status, 3), assets_table())
 
 
