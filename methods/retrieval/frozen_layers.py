@@ -75,6 +75,23 @@ def pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return out, attention, positions
 
 
+def _lower_states(model: Any, decoder: Any, frozen: int, queries: Sequence[str],
+                  docs: Sequence[str]) -> list[torch.Tensor]:
+    """Unpadded states leaving ``decoder``'s first ``frozen`` layers (no final norm) for
+    ``model``'s encoding of the pairs; ``decoder`` is the model's own or a copy of it."""
+    enc = model.encode(queries, docs)
+    hidden = run_layers(decoder, 0, frozen, input_ids=enc["input_ids"],
+                        attention_mask=enc["attention_mask"],
+                        position_ids=enc["position_ids"], final_norm=False)
+    lengths = enc["attention_mask"].sum(-1).tolist()
+    return [hidden[i, hidden.shape[1] - n:].clone() for i, n in enumerate(lengths)]
+
+
+def _states_key(model: Any, frozen: int) -> tuple[str, str, int, bool]:
+    """What fixes a pair's lower states: the lower layers' weights and the prompt format."""
+    return (lower_fingerprint(model, frozen), model.prompt, model.max_doc_tokens, model.chat)
+
+
 def compute_states(model: Any, pairs: Sequence[tuple[str, str]], frozen: int, *,
                    batch_size: int = 16, dtype: torch.dtype = torch.bfloat16,
                    progress: bool = True) -> list[torch.Tensor]:
@@ -92,13 +109,8 @@ def compute_states(model: Any, pairs: Sequence[tuple[str, str]], frozen: int, *,
                                        enabled=progress) as advance:
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
-            enc = model.encode([q for q, _ in chunk], [d for _, d in chunk])
-            hidden = run_layers(lower, 0, frozen, input_ids=enc["input_ids"],
-                                attention_mask=enc["attention_mask"],
-                                position_ids=enc["position_ids"], final_norm=True)
-            lengths = enc["attention_mask"].sum(-1).tolist()
-            states += [hidden[i, hidden.shape[1] - n:].to(dtype).cpu().clone()
-                       for i, n in enumerate(lengths)]
+            states += [s.to(dtype).cpu() for s in _lower_states(
+                model, lower, frozen, [q for q, _ in chunk], [d for _, d in chunk])]
             advance(len(chunk))
     return states
 
@@ -121,9 +133,9 @@ def cached_states(model: Any, pairs: Sequence[tuple[str, str]], frozen: int,
 
     from bench.core.io import atomic_save_tensors
 
-    key = hashlib.sha256(json.dumps([lower_fingerprint(model, frozen), frozen, model.prompt,
-                                     model.max_doc_tokens, model.chat, list(pairs)]
-                                    ).encode()).hexdigest()[:16]
+    fingerprint, prompt, max_doc_tokens, chat = _states_key(model, frozen)
+    key = hashlib.sha256(json.dumps([fingerprint, frozen, prompt, max_doc_tokens, chat,
+                                     list(pairs)]).encode()).hexdigest()[:16]
     path = cache_dir / f"states-{key}.safetensors"
     if path.exists():
         saved = load_file(str(path))
@@ -168,8 +180,7 @@ class SharedLowerStates:
 
         self.frozen = frozen
         self.max_bytes = max_bytes
-        self.key = (lower_fingerprint(model, frozen), model.prompt, model.max_doc_tokens,
-                    model.chat)
+        self.key = _states_key(model, frozen)
         self.computed = 0  # pairs whose lower states were computed (hits are the rest)
         self._memo: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._bytes = 0
@@ -177,12 +188,7 @@ class SharedLowerStates:
     def compute(self, model: Any, queries: Sequence[str], docs: Sequence[str]
                 ) -> list[torch.Tensor]:
         """Lower states of the pairs, unpadded, by ``model``'s own first layers (no memo)."""
-        enc = model.encode(queries, docs)
-        hidden = run_layers(model.lm.get_decoder(), 0, self.frozen,
-                            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                            position_ids=enc["position_ids"], final_norm=False)
-        lengths = enc["attention_mask"].sum(-1).tolist()
-        return [hidden[i, hidden.shape[1] - n:].clone() for i, n in enumerate(lengths)]
+        return _lower_states(model, model.lm.get_decoder(), self.frozen, queries, docs)
 
     def states(self, model: Any, queries: Sequence[str], docs: Sequence[str]
                ) -> list[torch.Tensor]:
@@ -210,9 +216,7 @@ class SharedStatesReranker:
     mixes the two."""
 
     def __init__(self, model: Any, shared: SharedLowerStates) -> None:
-        key = (lower_fingerprint(model, shared.frozen), model.prompt, model.max_doc_tokens,
-               model.chat)
-        if key != shared.key:
+        if _states_key(model, shared.frozen) != shared.key:
             raise ValueError("SharedStatesReranker: this model's lower layers or prompt "
                              "differ from the shared states' model")
         self.model = model
