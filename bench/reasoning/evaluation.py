@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -57,6 +58,31 @@ def quiet_lm_eval() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _quiet_git_hash() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` without its stray "fatal: not a git repository"
+    on stderr outside a checkout (lm-eval lets git's error through; our records carry
+    their own provenance)."""
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True,
+                             text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def quiet_git_hash() -> Iterator[None]:
+    """lm-eval's evaluator asks git for a commit hash quietly while this is active."""
+    import lm_eval.evaluator
+
+    original = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = _quiet_git_hash
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = original
 
 
 class TimedHFLM(HFLM):
@@ -160,11 +186,12 @@ def evaluate(lm: TimedHFLM, task: str, *, include_path: Path | None, limit: int 
 
     manager = (TaskManager(include_path=str(include_path), include_defaults=False)
                if include_path is not None else TaskManager())
-    results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
-                              num_fewshot=num_fewshot, log_samples=True,
-                              apply_chat_template=apply_chat_template,
-                              system_instruction=system_instruction, bootstrap_iters=0,
-                              verbosity="ERROR")
+    with quiet_git_hash():
+        results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
+                                  num_fewshot=num_fewshot, log_samples=True,
+                                  apply_chat_template=apply_chat_template,
+                                  system_instruction=system_instruction, bootstrap_iters=0,
+                                  verbosity="ERROR")
     if results is None:
         raise RuntimeError(f"lm-eval returned no results for {task}")
     rows: dict[int, dict[str, Any]] = {}

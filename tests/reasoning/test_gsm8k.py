@@ -366,3 +366,19 @@ def test_batched_chat_prompts_find_their_token_counts(tiny_chat_model_dir, tmp_p
     assert protocol["prompt"] == "chat + instruction" and len(rows) == 6
     assert all(1 <= r["generated_tokens"] <= 5 for r in rows)
     assert ["latency_s" in r for r in rows] == [True] + [False] * 5
+
+
+def test_lm_eval_asks_git_quietly_outside_a_checkout(tmp_path, monkeypatch, capfd):
+    """lm-eval's evaluator runs `git describe` in the working directory; outside a checkout
+    git's "fatal: not a git repository" must not reach the user's terminal."""
+    import lm_eval.evaluator
+
+    from bench.reasoning.evaluation import quiet_git_hash
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    original = lm_eval.evaluator.get_git_commit_hash
+    with quiet_git_hash():
+        assert lm_eval.evaluator.get_git_commit_hash() is None
+    assert lm_eval.evaluator.get_git_commit_hash is original
+    assert "fatal" not in capfd.readouterr().err
