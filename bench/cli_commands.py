@@ -194,9 +194,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"no results for suite {args.suite!r} under {args.results}; "
                          f"run `bench run --suite {args.suite} ...` first")
+    from bench.core.leaderboard.write import paired_model
+
     kwargs = dict(methods=args.methods, baseline=baseline, metric=args.metric,
                   dataset=args.dataset, test=args.test, correction=args.correction,
-                  power_delta=args.power)
+                  power_delta=args.power,
+                  paired_model=paired_model(args.suite, SUITES.entry(args.suite).meta))
     if args.json:
         print(json.dumps(compare_data(records, **kwargs), indent=2, sort_keys=True))
     else:

@@ -234,6 +234,10 @@ class SuiteMetadata:
     test: str = "auto"
     plot: str | None = None
     sections: str | None = None
+    # "module:function" (model name -> model name): the baseline model a row's model is
+    # measured against when the baseline did not run with that model (specbench: a draft
+    # row against plain decoding of the same target in the same dtype)
+    baseline_model: str | None = None
     user_loss: bool = False  # `bench run --loss file.py:fn` trains on this suite
     # Presets only for recipes that define them (retrieval: cpu-long is DeAR's longer
     # recipe on the default protocol); other methods get a one-line error.
@@ -289,7 +293,7 @@ class SuiteMetadata:
         meta: dict[str, Any] = {"baseline": self.baseline, "main_score": self.main_score,
                                 "higher_is_better": self.higher_is_better, "test": self.test,
                                 "family": self.family, "metadata": self}
-        for key in ("plot", "sections", "description"):
+        for key in ("plot", "sections", "description", "baseline_model"):
             if getattr(self, key):
                 meta[key] = getattr(self, key)
         return meta

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,8 @@ from bench.errors import UsageError
 def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
                  metric: str | None = None, dataset: str | None = None, test: str = "auto",
                  alpha: float = 0.05, correction: str = "holm",
-                 power_delta: float | None = None) -> list[dict[str, Any]]:
+                 power_delta: float | None = None,
+                 paired_model: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
     """Rows behind :func:`compare` as JSON-safe dicts (NaN/absent values are ``None``)."""
     check_test(test)
     if not records:
@@ -75,7 +77,7 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
     rows = []
     for key in sorted(groups, key=lambda k: (k[2], order[k[0]], k[1])):
         name = metric or mains[key[2]]
-        s = cell_stat(groups, key, name, baseline, test)
+        s = cell_stat(groups, key, name, baseline, test, paired_model)
         assert s is not None  # the metric is present in every record (checked above)
         info = groups[key][0]["dataset"]
         rows.append({"suite": suites[0], "dataset": key[2], "offline_stand_in":
@@ -135,11 +137,12 @@ def _power_plan(groups: dict[Any, list[dict[str, Any]]], s: Any, delta: float,
 def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
             metric: str | None = None, dataset: str | None = None, test: str = "auto",
             alpha: float = 0.05, correction: str = "holm",
-            power_delta: float | None = None) -> str:
+            power_delta: float | None = None,
+            paired_model: Callable[[str], str] | None = None) -> str:
     """Markdown table for ``bench compare``: each method against ``baseline`` per dataset."""
     data = compare_data(records, methods=methods, baseline=baseline, metric=metric,
                         dataset=dataset, test=test, alpha=alpha, correction=correction,
-                        power_delta=power_delta)
+                        power_delta=power_delta, paired_model=paired_model)
     body = []
     for d in data:
         ds = escape_md(d["dataset"]) + (" (offline stand-in)" if d["offline_stand_in"] else "")
@@ -163,7 +166,7 @@ def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
     legend = (f"{MARK} p < {alpha:g} after {CORRECTION_NAMES[correction]} correction over the "
               f"{sum(d['p_value'] is not None for d in data)} tests: two-sided "
               f"{TEST_NAMES[test]}, against the baseline row of the same dataset (same model "
-              "where it ran, else its only model). MDE: smallest |Δ| the test detects with "
+              "where it ran, else the model the suite pairs it with, else its only model). MDE: smallest |Δ| the test detects with "
               "power 0.8 (∞: too few items or seeds); ‡: |Δ| below it (detected less than 80% "
               "of the time). p n/a: no per-item scores or no unique baseline row.")
     if power_delta is not None:

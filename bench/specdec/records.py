@@ -47,6 +47,19 @@ def row_model_name(model_name: str, settings: dict[str, Any], *, draft: bool = T
     return model_name
 
 
+def plain_model_name(model: str) -> str:
+    """The model name of the ``ar`` row a draft row ``model`` is timed against: its target
+    (the part before ``+``) decoded in the same dtype (``-bf16`` kept, draft-only tags such
+    as ``-tree…`` and ``-vocab…`` dropped). The leaderboard's ``baseline_model``."""
+    target = model.split("+", 1)[0]
+    if target == model:
+        return model
+    for tag in DTYPE_TAGS.values():
+        if model.endswith(f"-{tag}"):
+            return f"{target}-{tag}"
+    return target
+
+
 def lossless_check(settings: dict[str, Any]) -> str:
     """``"exact"`` in float32, ``"agreement"`` in bfloat16 (see the module docstring)."""
     return "exact" if settings.get("dtype", DEFAULT_DTYPE) == DEFAULT_DTYPE else "agreement"

@@ -121,6 +121,7 @@ METADATA = SuiteMetadata(
     main_score="speedup", baseline="ar",
     plot="bench.specdec.plots:spec_bench_plots",
     sections="bench.specdec.tables:spec_bench_tables",
+    baseline_model="bench.specdec.records:plain_model_name",
     description="Offline default (CPU budget): target SmolLM2-135M-Instruct in float32 at "
                 "batch size 1 (a model name ending in -bf16: target and draft decode in "
                 "bfloat16, checked by token agreement with plain bf16 decoding instead of "

@@ -482,3 +482,29 @@ def test_status_table_shows_each_datasets_corrected_p_in_the_pages_order(
                           for c in tested)
     assert status[dear][6] == expected
     assert status[next(k for k in status if k[0] == "bm25")][6] == "—"
+
+
+def test_a_suite_can_pair_a_row_with_one_of_several_baseline_models(records: list[dict]
+                                                                    ) -> None:
+    """With two baseline models and none the row's own, no test is run (the status shows
+    no Δ); a suite's ``baseline_model`` pairing picks one, and only that one is marked."""
+    from bench.core.leaderboard.board import build_board
+    from bench.core.leaderboard.index import index_view
+
+    bm25 = [r for r in records if r["method"] == "bm25"]
+    rows = records + [{**r, "model": "anserini-bm25-k1.2"} for r in bm25]
+    dear = next(r["model"] for r in records if r["method"] == "dear")
+
+    def status(paired):
+        board = build_board("toy", rows, "bm25", "auto", "holm", paired_model=paired)
+        view = index_view([("toy", "Toy", META["toy"], board)])
+        return board, {(r[1], r[2]): r for r in view.status.rows}
+
+    board, plain = status(None)
+    assert plain[("dear", dear)][5] == "—"
+    board, paired = status(lambda model: "anserini-bm25-k1.2" if model == dear else model)
+    assert paired[("dear", dear)][4] == "bm25" and paired[("dear", dear)][5] != "—"
+    assert paired[("bm25", "anserini-bm25-k1.2")][4] == "(baseline)"
+    assert paired[("bm25", "anserini-bm25")][4] != "(baseline)"
+    cell = next(c for k, c in board.stats.items() if k[:2] == ("dear", dear))
+    assert cell.base[:2] == ("bm25", "anserini-bm25-k1.2") and cell.p_value is not None

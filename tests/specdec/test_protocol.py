@@ -26,7 +26,7 @@ from bench.specdec.evaluation import (
     per_item_scores,
     spec_runs_first,
 )
-from bench.specdec.records import row_model_name
+from bench.specdec.records import plain_model_name, row_model_name
 from methods.instruct.token_kd import build_student
 
 VOCAB = 23
@@ -94,6 +94,21 @@ def test_row_model_names_tag_non_default_settings():
                                            "draft_vocab": 8192}) == \
         "t+eagle-head-tree60.5.10-vocab8192-bf16"
     assert row_model_name("t", {**default, "tree": "60,5,10"}, draft=False) == "t"
+
+
+@pytest.mark.parametrize("settings", [{"dtype": "float32", "tree": None},
+                                      {"dtype": "bfloat16", "tree": None},
+                                      {"dtype": "bfloat16", "tree": "60,5,10",
+                                       "draft_vocab": 8192},
+                                      {"dtype": "float32", "tree": "60,5,10"}])
+def test_a_draft_row_is_paired_with_plain_decoding_of_its_target_in_its_dtype(settings):
+    """The leaderboard measures a draft row against the ar row that ran the same target in
+    the same dtype: the name ar's run records (draft=False), whatever the draft's tags."""
+    plain = row_model_name("smollm2-135m-instruct", {"dtype": settings["dtype"]},
+                           draft=False)  # ar takes no draft settings
+    drafted = row_model_name("smollm2-135m-instruct+eagle-head", settings)
+    assert plain_model_name(drafted) == plain
+    assert plain_model_name(plain) == plain  # ar's own rows pair with themselves
 
 
 # ---------------------------------------------------------------------- losslessness

@@ -36,7 +36,9 @@ Conventions a reader of the tables needs (they are also printed in each table's 
   either side, Welch's t on seed means (training randomness in the variance); with one run
   each, item-paired (exact sign-flip up to 16 items, paired t beyond). The baseline row is
   the baseline method with the *same model* when it has results on that dataset, else the
-  baseline method's only model there (BM25 and other model-free baselines). When the
+  model the suite's metadata pairs the row's model with (``baseline_model``: specbench
+  pairs a draft row with plain decoding of its target in its dtype), else the baseline
+  method's only model there (BM25 and other model-free baselines). When the
   baseline has several models and none matches, no test is run rather than pick one
   arbitrarily. The p-values of one table are corrected together (Holm by default), the
   marker uses the corrected p, and every Δ stands beside the minimum detectable effect of

@@ -83,28 +83,36 @@ def seed_mean_items(recs: Sequence[dict[str, Any]], metric: str) -> dict[str, fl
     return {i: math.fsum(v) / len(v) for i, v in sorted(acc.items())}
 
 
+PairedModel = Callable[[str], str]
+
+
 def baseline_row(rows: Iterable[tuple[str, str]], baseline: str | None, row: str,
-                 model: str) -> tuple[str, str] | None:
+                 model: str, paired_model: PairedModel | None = None
+                 ) -> tuple[str, str] | None:
     """The (method, model) row that ``row`` with ``model`` is measured against, among
     ``rows``: the baseline run at the row's own preset where there is one (``cot-sft
     [cpu-long]`` for ``skip-thinking [cpu-long]``), else the default baseline; within it the
-    same model if the baseline ran with it, else the baseline's only model, else None
-    (several models and none matches: no test rather than pick one, e.g. DPO's sweep)."""
+    same model if the baseline ran with it, else the model the suite pairs ``model`` with
+    (``paired_model``, its metadata's ``baseline_model``: specbench's plain decoding of the
+    same target in the same dtype), else the baseline's only model, else None (several
+    models and none matches: no test rather than pick one, e.g. DPO's sweep)."""
     if baseline is None:
         return None
     rows = list(rows)
     preset = re.fullmatch(r".+ (\[[^\]]+\])", row)
+    wanted = [model] + ([paired_model(model)] if paired_model is not None else [])
     for name in ([f"{baseline} {preset.group(1)}"] if preset else []) + [baseline]:
         cands = [r for r in rows if r[0] == name]
-        if (name, model) in cands:
-            return (name, model)
+        for m in wanted:
+            if (name, m) in cands:
+                return (name, m)
         if cands:
             return cands[0] if len(cands) == 1 else None
     return None
 
 
-def baseline_rows(rows: Iterable[tuple[str, str]], baseline: str | None
-                  ) -> set[tuple[str, str]]:
+def baseline_rows(rows: Iterable[tuple[str, str]], baseline: str | None,
+                  paired_model: PairedModel | None = None) -> set[tuple[str, str]]:
     """The rows some other method's row is measured against (:func:`baseline_row`): the
     rows marked "(baseline)". A baseline-method row that no other row refers to (one point
     of DPO's sweep) is not marked; with no other method, every baseline row is."""
@@ -115,15 +123,16 @@ def baseline_rows(rows: Iterable[tuple[str, str]], baseline: str | None
     def of_baseline(method: str) -> bool:
         return re.fullmatch(rf"{re.escape(baseline)}( \[[^\]]+\])?", method) is not None
 
-    found = {baseline_row(rows, baseline, m, model) for m, model in rows
+    found = {baseline_row(rows, baseline, m, model, paired_model) for m, model in rows
              if not of_baseline(m)} - {None}
     return found or {r for r in rows if of_baseline(r[0])}  # type: ignore[return-value]
 
 
 def _pick_baseline(groups: dict[Key, Any], baseline: str | None, row: str, model: str,
-                   dataset: str) -> Key | None:
+                   dataset: str, paired_model: PairedModel | None = None) -> Key | None:
     """:func:`baseline_row` among the rows with results on ``dataset``."""
-    found = baseline_row([k[:2] for k in groups if k[2] == dataset], baseline, row, model)
+    found = baseline_row([k[:2] for k in groups if k[2] == dataset], baseline, row, model,
+                         paired_model)
     return None if found is None else (*found, dataset)
 
 
@@ -154,12 +163,12 @@ class CellStat:
 
 
 def cell_stat(groups: dict[Key, list[dict[str, Any]]], key: Key, metric: str, baseline: str | None,
-          test: str) -> CellStat | None:
+          test: str, paired_model: PairedModel | None = None) -> CellStat | None:
     recs = [r for r in groups[key] if metric in r["metrics"]]
     if not recs:
         return None
     mean, std = mean_std([r["metrics"][metric] for r in recs])
-    base = _pick_baseline(groups, baseline, key[0], key[1], key[2])
+    base = _pick_baseline(groups, baseline, key[0], key[1], key[2], paired_model)
     delta = p = mde = None
     n_items, name = 0, ""
     if base is not None:
@@ -202,10 +211,12 @@ class Board:
     row_recs: dict[tuple[str, str], list[dict[str, Any]]]
     ds_info: dict[str, dict[str, Any]]  # id -> the dataset block of its first record
     higher_is_better: bool = True  # the main score's direction (rows rank best first)
+    paired_model: PairedModel | None = None  # see baseline_row
 
 
 def build_board(suite: str, records: Sequence[dict[str, Any]], baseline: str | None,
-                test: str, correction: str = "holm", higher_is_better: bool = True) -> Board:
+                test: str, correction: str = "holm", higher_is_better: bool = True,
+                paired_model: PairedModel | None = None) -> Board:
     """The :class:`Board` of ``suite`` (records of other suites are ignored): cells tested
     with ``test`` against ``baseline``, p-values corrected together with ``correction``,
     rows ranked (the baseline first, then best mean first: highest, or lowest when not
@@ -215,7 +226,8 @@ def build_board(suite: str, records: Sequence[dict[str, Any]], baseline: str | N
     if not recs:
         raise UsageError(f"no results for suite {suite!r}; run `bench run --suite {suite}` first")
     groups, mains = group_rows(recs), main_metrics(recs)
-    stats = {k: s for k in groups if (s := cell_stat(groups, k, mains[k[2]], baseline, test))}
+    stats = {k: s for k in groups
+             if (s := cell_stat(groups, k, mains[k[2]], baseline, test, paired_model))}
     tested = [k for k in sorted(stats) if stats[k].p_value is not None]
     for k, p in zip(tested, adjust([stats[k].p_value for k in tested], correction),
                     strict=True):
@@ -232,4 +244,4 @@ def build_board(suite: str, records: Sequence[dict[str, Any]], baseline: str | N
     row_recs = {row: [r for k, v in groups.items() if k[:2] == row for r in v] for row in rows}
     ds_info = {ds: next(r["dataset"] for r in recs if r["dataset"]["id"] == ds) for ds in mains}
     return Board(recs, groups, mains, stats, rows, row_mean, row_recs, ds_info,
-                 higher_is_better)
+                 higher_is_better, paired_model)

@@ -31,9 +31,9 @@ def _status_rows(suite: str, meta: dict[str, Any], b: Board) -> list[tuple[str, 
     """The index's status rows of one suite, plain text (see :data:`STATUS_LEGEND`)."""
     baseline, alpha = meta.get("baseline"), float(meta.get("alpha", 0.05))
     rows = []
-    marked = baseline_rows(b.rows, baseline)
+    marked = baseline_rows(b.rows, baseline, b.paired_model)
     for row in b.rows:
-        base_row = baseline_row(b.rows, baseline, row[0], row[1])
+        base_row = baseline_row(b.rows, baseline, row[0], row[1], b.paired_model)
         base_mean = b.row_mean.get(base_row) if base_row else None
         is_base = row in marked
         cells = [b.stats[(*row, ds)] for ds in b.mains if (*row, ds) in b.stats]

@@ -124,7 +124,7 @@ def _legend(suite: str, b: Board, *, baseline: str | None, test: str, alpha: flo
                    f"the {tested} tests of this table: two-sided {TEST_NAMES[test]}, main score "
                    f"against baseline {escape_md(baseline)} on the same dataset (at the row's "
                    "preset where the baseline ran with it; same model where it ran, else the "
-                   "baseline's only model). MDE: the smallest |Δ| that test detects with "
+                   "model the suite pairs it with, else the baseline's only model). MDE: the smallest |Δ| that test detects with "
                    "power 0.8 at this level (∞: none, too few items or seeds); ‡ marks a Δ "
                    "below it: an effect that small is detected less than 80% of the time, so "
                    "where it is not significant the test could not tell it from none.")
@@ -152,7 +152,7 @@ def cost_legend(records: Iterable[dict[str, Any]]) -> str:
 def _row_infos(b: Board, baseline: str | None) -> tuple[list[RowInfo], list[str]]:
     rows: list[RowInfo] = []
     notes: list[str] = []
-    marked = baseline_rows(b.row_recs, baseline)
+    marked = baseline_rows(b.row_recs, baseline, b.paired_model)
     for (method, model), rrecs in b.row_recs.items():
         is_base = (method, model) in marked
         label, note = method + (" (baseline)" if is_base else ""), None

@@ -21,7 +21,8 @@ from bench.errors import UsageError
 
 
 def _resolve_plot(suite: str, spec: str) -> Callable[..., Any]:
-    """The ``module:function`` named by a suite's ``plot`` or ``sections`` metadata."""
+    """The ``module:function`` named by a suite's ``plot``, ``sections`` or
+    ``baseline_model`` metadata."""
     module, _, attr = spec.partition(":")
     try:
         obj: Any = importlib.import_module(module)
@@ -30,8 +31,15 @@ def _resolve_plot(suite: str, spec: str) -> Callable[..., Any]:
     except (ImportError, AttributeError, ValueError) as exc:
         raise UsageError(f"suite {suite!r}: {spec!r} cannot be loaded ({exc}); give a "
                          "'module:function' (plot: (records, out_dir) -> paths; sections: "
-                         "(records) -> markdown lines)") from None
+                         "(records) -> markdown lines; baseline_model: model -> model)") from None
     return obj
+
+
+def paired_model(suite: str, meta: dict[str, Any]) -> Callable[[str], str] | None:
+    """The suite's ``baseline_model`` function (see :func:`~bench.core.leaderboard.board.
+    baseline_row`), or None."""
+    spec = meta.get("baseline_model")
+    return _resolve_plot(suite, spec) if spec else None
 
 
 def _suite_meta(name: str, suites: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
@@ -145,7 +153,8 @@ def write_leaderboards(results_root: Path, out_dir: Path, *,
         correction = meta.get("correction", "holm")
         built.append((suite, meta, srecs, test,
                       build_board(suite, srecs, meta.get("baseline"), test, correction,
-                                  meta.get("higher_is_better", True))))
+                                  meta.get("higher_is_better", True),
+                                  paired_model(suite, meta))))
     written: list[Path] = []
     pages, indexed = [], []
     for suite, meta, srecs, test, board in built:
