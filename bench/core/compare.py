@@ -166,8 +166,8 @@ def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
     legend = (f"{MARK} p < {alpha:g} after {CORRECTION_NAMES[correction]} correction over the "
               f"{sum(d['p_value'] is not None for d in data)} tests: two-sided "
               f"{TEST_NAMES[test]}, against the baseline row of the same dataset (same model "
-              "where it ran, else the model the suite pairs it with, else its only model). MDE: smallest |Δ| the test detects with "
-              "power 0.8 (∞: too few items or seeds); ‡: |Δ| below it (detected less than 80% "
+              "where it ran, else the model the suite pairs it with, else its only model). "
+              "MDE: smallest |Δ| the test detects with power 0.8 (∞: too few items or seeds); ‡: |Δ| below it (detected less than 80% "
               "of the time). p n/a: no per-item scores or no unique baseline row.")
     if power_delta is not None:
         legend += (f" Items / seeds for Δ={power_delta:g}: paired t on that many items (one "

@@ -153,9 +153,13 @@ class CellStat:
     mde: float | None = None  # minimum detectable |delta| of that test (inf: none)
     p_adjusted: float | None = None  # corrected within the table
 
+    @property
+    def p_shown(self) -> float | None:
+        """The p-value the tables show: corrected within its table when it was."""
+        return self.p_adjusted if self.p_adjusted is not None else self.p_value
+
     def significant(self, alpha: float) -> bool:
-        p = self.p_adjusted if self.p_adjusted is not None else self.p_value
-        return p is not None and p < alpha
+        return self.p_shown is not None and self.p_shown < alpha
 
     @property
     def below_mde(self) -> bool:

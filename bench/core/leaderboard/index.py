@@ -54,7 +54,7 @@ def _status_rows(suite: str, meta: dict[str, Any], b: Board) -> list[tuple[str, 
 
 def _p_text(cell: CellStat) -> str:
     """A cell's p-value as the status table shows it: corrected within its suite's table."""
-    p = cell.p_adjusted if cell.p_adjusted is not None else cell.p_value
+    p = cell.p_shown
     return "—" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
