@@ -155,6 +155,19 @@ def test_gemma_is_a_model_derivative_source_and_installs_on_first_use(monkeypatc
     assert len(calls) == 1
 
 
+def test_bench_assets_prepare_installs_an_install_on_use_asset_first(monkeypatch, tmp_path):
+    from bench.core.assets import install, models
+
+    installed = []
+    monkeypatch.setattr(install, "ensure_installed",
+                        lambda name, progress=True: installed.append(name))
+    monkeypatch.setattr(models, "is_prepared", lambda name: True)
+    monkeypatch.setattr(models, "prepared_dir", lambda name: tmp_path / name)
+    assert models.prepare(["gemma3-270m"], progress=False) == {
+        "gemma3-270m": tmp_path / "gemma3-270m"}
+    assert installed == ["gemma3-270m"]
+
+
 @pytest.mark.slow
 def test_a_truncated_student_is_named_by_its_layers(tiny, tmp_path):
     out = tmp_path / "out"

@@ -86,7 +86,9 @@ def prepare(names: Iterable[str] | None = None, progress: bool = True) -> dict[s
     """Run the one-time conversions into the cache; idempotent and atomic.
 
     Without ``names``, every installed asset that needs a conversion is prepared and absent
-    optional ones are skipped; a named asset that is absent raises AssetMissingError.
+    optional ones are skipped. A named asset that is absent is installed first when it is
+    marked ``install_on_use`` (as its suite would on first use), else raises
+    AssetMissingError.
     Returns ``{name: prepared directory}``.
     """
     explicit = names is not None
@@ -96,6 +98,10 @@ def prepare(names: Iterable[str] | None = None, progress: bool = True) -> dict[s
     done: dict[str, Path] = {}
     for name in todo:
         s = spec(name)
+        if explicit:
+            from bench.core.assets.install import ensure_installed
+
+            ensure_installed(name, progress=progress)
         if not s.prepare:
             done[name] = asset_path(name)  # nothing to convert: the package is used as is
             continue
