@@ -12,6 +12,14 @@ STUDENT = "smollm2-135m-instruct"  # the default student, and the same-tokenizer
 TEACHER = "gemma3-270m"  # the default teacher: a stronger LM with another tokenizer
 
 
+def baseline_student(model: str) -> str:
+    """The ``ce`` model a row of ``model`` is tested against when ``ce`` did not train that
+    model (the leaderboard's ``baseline_model``): the default student. It matters for the
+    teacher's row once ``ce`` has rows for several students (whole and ``-8L``); a student's
+    own ``ce`` row is always found first."""
+    return STUDENT
+
+
 @dataclass(kw_only=True)
 class LMContext(RunContext):
     """A run of the ``lm`` suite.

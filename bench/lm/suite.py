@@ -43,6 +43,7 @@ METADATA = SuiteMetadata(
     citation="Gao et al. 2020 (The Pile, bits per byte), arXiv:2101.00027; Boizard et al. "
              "2024 (ULD), arXiv:2402.12030",
     main_score="bits_per_byte", higher_is_better=False, baseline="ce", user_loss=True,
+    baseline_model="bench.lm.context:baseline_student",
     plot="bench.core.plots:main_score_bars",
     description="Bits per byte (lower is better) of each model on held-out documents, its "
                 "own tokenizer's code length over the document's UTF-8 bytes, so models "

@@ -206,3 +206,17 @@ def test_a_user_loss_on_lm_takes_the_lm_recipe_settings():
         instruct.resolve_settings(options, instruct.user_loss_recipe(options))
     with pytest.raises(NotImplementedError):
         SUITES.get("specbench")().user_loss_recipe(options)
+
+
+def test_the_teacher_row_is_tested_against_ce_on_the_default_student():
+    from bench.core.leaderboard.board import baseline_row
+    from bench.core.leaderboard.write import paired_model
+    from bench.lm.context import STUDENT, TEACHER
+    from bench.suite import SUITES
+
+    paired = paired_model("lm", SUITES.entry("lm").meta)
+    rows = [("ce", STUDENT), ("ce", f"{STUDENT}-8L"), ("teacher", TEACHER),
+            ("uld", f"{STUDENT}-8L")]
+    assert baseline_row(rows, "ce", "teacher", TEACHER, paired) == ("ce", STUDENT)
+    assert baseline_row(rows, "ce", "uld", f"{STUDENT}-8L", paired) == ("ce", f"{STUDENT}-8L")
+    assert baseline_row(rows, "ce", "teacher", TEACHER) is None  # without the pairing
