@@ -388,7 +388,28 @@ class Suite(ABC):
         check = recipe_option(recipe, "check_settings")
         if check is not None:  # combinations a recipe cannot run, refused before any work
             check(settings)
+        if "student_layers" in options.overrides:
+            self._check_student_layers(options, settings)
         return settings
+
+    def truncated_model(self, options: RunOptions, settings: dict[str, Any]) -> str | None:
+        """The model whose first ``student_layers`` layers make the student (None: the
+        suite has no such setting). Suites with that setting override it."""
+        return None
+
+    def _check_student_layers(self, options: RunOptions, settings: dict[str, Any]) -> None:
+        """``--set student_layers=k`` beyond the truncated model's depth is refused before
+        any work (it would fail, or be silently clamped, after data and teachers are
+        ready); only the model's config is read."""
+        source = self.truncated_model(options, settings)
+        if source is None:
+            return
+        from bench.core.assets import layer_count
+
+        n, k = layer_count(source), settings["student_layers"]
+        if n is not None and k > n:
+            raise UsageError(f"--set student_layers={k}: {source!r} has {n} layers; choose "
+                             f"at most {n}")
 
     @abstractmethod
     def run(self, options: RunOptions) -> list[dict[str, Any]]:

@@ -183,3 +183,19 @@ def test_a_draft_vocabulary_larger_than_the_target_s_is_refused(tmp_path):
                               options=SimpleNamespace(preset="default", seed=0))
     with pytest.raises(UsageError, match="draft_vocab=33: the target's vocabulary has 32"):
         Eagle().build_draft(context)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--method", "fkl", "--suite", "lm", "--student"],
+    ["--method", "fkl", "--suite", "instruct", "--teacher"],
+    ["--method", "cot-sft", "--suite", "gsm8k", "--teacher"],
+    ["--method", "dear", "--suite", "beir", "--student"],
+])
+def test_more_student_layers_than_the_model_has_is_refused_before_any_work(
+        tmp_path, capsys, tiny_chat_model_dir, argv):
+    out, work = tmp_path / "results", tmp_path / "work"
+    err = _one_line_error(capsys, main(["run", *argv, str(tiny_chat_model_dir), "--set",
+                                        "student_layers=3", "--out", str(out),
+                                        "--work-dir", str(work)]))
+    assert "--set student_layers=3:" in err and "has 2 layers; choose at most 2" in err
+    assert not out.exists() and not work.exists()

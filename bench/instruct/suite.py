@@ -257,6 +257,10 @@ def rouge_l(prediction: str, references: tuple[str, ...], scorer: Any) -> float:
 class InstructSuite(Suite):
     metadata = METADATA
 
+    def truncated_model(self, options: RunOptions, settings: dict[str, Any]) -> str:
+        """The teacher, whose first layers make the student."""
+        return options.teacher or "smollm2-135m-instruct"
+
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
         settings = self.resolve_settings(options, recipe)
         if options.limit is not None:
@@ -280,7 +284,7 @@ class InstructSuite(Suite):
                   else resolve_recipe(options.method, self.name))
         settings = self.settings(options, recipe)
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "instruct"
-        teacher_name = options.teacher or "smollm2-135m-instruct"
+        teacher_name = self.truncated_model(options, {})
         teacher, tokenizer = load_causal_lm(teacher_name)
         tasks = self._tasks(options)
         train_items, test_sets = [], []

@@ -116,6 +116,11 @@ def check_shared_vocabulary(method: str, teacher: str, student: str) -> None:
 class LMSuite(Suite):
     metadata = METADATA
 
+    def truncated_model(self, options: RunOptions, settings: dict[str, Any]) -> str:
+        from bench.lm.context import STUDENT
+
+        return options.student or STUDENT
+
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
         settings = self.resolve_settings(options, recipe)
         if options.limit is not None:

@@ -245,6 +245,15 @@ class SkippedDataset(UsageError):
 class GSM8KSuite(Suite):
     metadata = METADATA
 
+    @staticmethod
+    def teacher_base(options: RunOptions) -> str:
+        """The model the teacher is fine-tuned from (and the student's layers come from)."""
+        return options.teacher or (FULL_TEACHER if options.preset == "full"
+                                   else "smollm2-135m-instruct")
+
+    def truncated_model(self, options: RunOptions, settings: dict[str, Any]) -> str | None:
+        return None if options.student else self.teacher_base(options)
+
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
         settings = self.resolve_settings(options, recipe)
         if options.limit is not None:
@@ -279,8 +288,7 @@ class GSM8KSuite(Suite):
         settings = self.settings(options, recipe)
         datasets = self._datasets(options, settings)
         work_dir = Path(options.work_dir or cache_dir() / "runs") / "gsm8k"
-        base_name = options.teacher or (FULL_TEACHER if options.preset == "full"
-                                        else "smollm2-135m-instruct")
+        base_name = self.teacher_base(options)
         base, tok = load_causal_lm(base_name, dtype="float32")
         records, skipped = [], []
         for ds in datasets:

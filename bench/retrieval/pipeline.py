@@ -68,6 +68,12 @@ class RetrievalSuite(Suite):
         offline = options.preset != "full"  # the real benchmarks at full scale
         return [d.id for d in self.datasets if (d.stands_in_for is not None) == offline]
 
+    def truncated_model(self, options: RunOptions, settings: dict[str, Any]) -> str:
+        """DeAR's student LM, whose first layers make the reranker."""
+        from methods.retrieval.dear import DeARConfig
+
+        return options.student or DeARConfig.student
+
     def settings(self, options: RunOptions) -> dict[str, Any]:
         recipe = resolve_recipe(options.method, self.name)
         # The recipe overlays its own preset recipe (DeAR: recipe_settings); the record's

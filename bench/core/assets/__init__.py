@@ -19,6 +19,7 @@ from bench.core.assets.models import (
     BiEncoder,
     configure_offline,
     is_prepared,
+    layer_count,
     load_bi_encoder,
     load_causal_lm,
     online_mode,
@@ -34,6 +35,6 @@ configure_offline()
 __all__ = [
     "ASSETS", "AssetSpec", "AssetStatus", "BiEncoder", "DATA_FILES", "asset_path", "cache_dir",
     "check", "check_all", "configure_offline", "data_file", "first_k_layers_student",
-    "format_status", "is_prepared", "java_home", "load_bi_encoder", "load_causal_lm",
+    "format_status", "is_prepared", "java_home", "layer_count", "load_bi_encoder", "load_causal_lm",
     "narrow_student", "narrow_student_config", "online_mode", "prepare", "prepared_dir", "spec",
 ]

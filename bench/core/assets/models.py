@@ -256,6 +256,16 @@ def resolve_model_source(name_or_path: str, kind: str) -> tuple[str, bool]:
     return name_or_path, False
 
 
+def layer_count(name_or_path: str) -> int | None:
+    """Decoder layers of a causal LM, read from its config alone (no weights are loaded);
+    None when the config does not say."""
+    from transformers import AutoConfig
+
+    source, local = resolve_model_source(name_or_path, "model")
+    n = getattr(load_pretrained(AutoConfig, source, local, "model"), "num_hidden_layers", None)
+    return None if n is None else int(n)
+
+
 def load_pretrained(loader: Any, source: str, local: bool, kind: str, **kwargs: Any) -> Any:
     """``loader.from_pretrained(source)`` offline unless allowed; a loaded model is marked
     with its weight source (:func:`bench.core.hf.mark_source`)."""
