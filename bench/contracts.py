@@ -214,6 +214,12 @@ def resolve_recipe(method: str, suite: str) -> Any:
     return recipe
 
 
+# Integer config fields ending so are counts a run divides by or loops over: 0 would fail
+# (or silently do nothing) after data and models are loaded, so --set refuses it up front.
+POSITIVE_COUNTS = ("batch_size", "_every", "_tokens", "group_size", "n_chunks", "lora_rank",
+                   "_windows", "_queries")
+
+
 def dataclass_settings(cls: type, *, prefix: str = "", rename: dict[str, str] | None = None,
                        exclude: tuple[str, ...] = ("seed",)) -> tuple[Any, ...]:
     """Typed :class:`~bench.suite.Setting` s for a recipe's config dataclass.
@@ -222,7 +228,9 @@ def dataclass_settings(cls: type, *, prefix: str = "", rename: dict[str, str] | 
     ``| None`` making it nullable; anything else takes any JSON value) and the default from
     the field. Numbers must be >= 0: every hyperparameter of the recipes here (epochs,
     rates, weights, sizes, temperatures) is, and a recipe that needs a signed one declares
-    it in ``setting_specs`` itself. ``rename`` maps a setting key to the field it sets
+    it in ``setting_specs`` itself. Counts that cannot be 0 (an integer field named like
+    :data:`POSITIVE_COUNTS`: batch sizes, token budgets, checkpoint intervals) must be >= 1,
+    as must a field whose metadata says ``{"min": 1}``. ``rename`` maps a setting key to the field it sets
     (DeAR's ``stage2_*`` keys); ``prefix`` prefixes every key (AlignDistil's ``dpo_*``).
     """
     import dataclasses
@@ -235,12 +243,16 @@ def dataclass_settings(cls: type, *, prefix: str = "", rename: dict[str, str] | 
         if f.name in exclude or (rename is not None and f.name not in by_field):
             continue
         key = prefix + by_field.get(f.name, f.name)
-        parts = [p.strip() for p in str(f.type).split("|")]
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type)
+        parts = [p.strip() for p in str(annotation).split("|")]
         nullable = "None" in parts
         base = next((p for p in parts if p != "None"), "any")
         kind = base if base in ("int", "float", "bool", "str") else "any"
         default = None if f.default is dataclasses.MISSING else f.default
         lower = 0 if kind in ("int", "float") else None
+        if kind == "int" and f.name.endswith(POSITIVE_COUNTS):
+            lower = 1
+        lower = f.metadata.get("min", lower)
         try:
             specs.append(Setting(key, kind, default, min=lower,
                                  nullable=nullable or default is None))

@@ -199,3 +199,37 @@ def test_more_student_layers_than_the_model_has_is_refused_before_any_work(
                                         "--work-dir", str(work)]))
     assert "--set student_layers=3:" in err and "has 2 layers; choose at most 2" in err
     assert not out.exists() and not work.exists()
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--method", "ce", "--suite", "lm"], "batch_size"),
+    (["--method", "sft", "--suite", "lm"], "sample_tokens"),
+    (["--method", "ce", "--suite", "lm"], "checkpoint_every"),
+    (["--method", "fkl", "--suite", "instruct"], "batch_size"),
+    (["--method", "cot-sft", "--suite", "gsm8k"], "batch_size"),
+    (["--method", "skip-thinking", "--suite", "gsm8k"], "n_chunks"),
+    (["--method", "eagle", "--suite", "specbench"], "batch_size"),
+])
+def test_a_zero_count_is_refused_before_any_work(tmp_path, capsys, argv, key):
+    out, work = tmp_path / "results", tmp_path / "work"
+    err = _one_line_error(capsys, main(["run", *argv, "--set", f"{key}=0", "--out", str(out),
+                                        "--work-dir", str(work)]))
+    assert f"--set {key}=0: expected an integer >= 1" in err
+    assert not out.exists() and not work.exists()
+
+
+def test_config_counts_and_declared_minima_become_setting_bounds():
+    from dataclasses import dataclass, field
+
+    from bench.contracts import dataclass_settings
+
+    @dataclass
+    class Config:
+        batch_size: int = 4
+        epochs: int = 1
+        warmup: float = 0.1
+        layers: int = field(default=2, metadata={"min": 1})
+
+    specs = {s.name: s for s in dataclass_settings(Config)}
+    assert (specs["batch_size"].min, specs["epochs"].min, specs["warmup"].min,
+            specs["layers"].min) == (1, 0, 0, 1)
