@@ -218,6 +218,7 @@ def resolve_recipe(method: str, suite: str) -> Any:
 # (or silently do nothing) after data and models are loaded, so --set refuses it up front.
 POSITIVE_COUNTS = ("batch_size", "_every", "_tokens", "group_size", "n_chunks", "lora_rank",
                    "_windows", "_queries")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")  # what methods.trainer's Accelerator accepts here
 
 
 def dataclass_settings(cls: type, *, prefix: str = "", rename: dict[str, str] | None = None,
@@ -230,7 +231,9 @@ def dataclass_settings(cls: type, *, prefix: str = "", rename: dict[str, str] | 
     rates, weights, sizes, temperatures) is, and a recipe that needs a signed one declares
     it in ``setting_specs`` itself. Counts that cannot be 0 (an integer field named like
     :data:`POSITIVE_COUNTS`: batch sizes, token budgets, checkpoint intervals) must be >= 1,
-    as must a field whose metadata says ``{"min": 1}``. ``rename`` maps a setting key to the field it sets
+    as must a field whose metadata says ``{"min": 1}``; a ``*_fraction`` is at most 1, a
+    ``mixed_precision`` one of :data:`MIXED_PRECISIONS` (metadata ``max`` and ``choices``
+    override both). ``rename`` maps a setting key to the field it sets
     (DeAR's ``stage2_*`` keys); ``prefix`` prefixes every key (AlignDistil's ``dpo_*``).
     """
     import dataclasses
@@ -253,8 +256,12 @@ def dataclass_settings(cls: type, *, prefix: str = "", rename: dict[str, str] | 
         if kind == "int" and f.name.endswith(POSITIVE_COUNTS):
             lower = 1
         lower = f.metadata.get("min", lower)
+        upper = 1 if kind == "float" and f.name.endswith("_fraction") else None
+        upper = f.metadata.get("max", upper)
+        choices = MIXED_PRECISIONS if f.name == "mixed_precision" else None
+        choices = f.metadata.get("choices", choices)
         try:
-            specs.append(Setting(key, kind, default, min=lower,
+            specs.append(Setting(key, kind, default, min=lower, max=upper, choices=choices,
                                  nullable=nullable or default is None))
         except ValueError:  # a default outside its annotation: keep the key, check less
             specs.append(Setting(key, "any", default, nullable=True))

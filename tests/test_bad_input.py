@@ -233,3 +233,18 @@ def test_config_counts_and_declared_minima_become_setting_bounds():
     specs = {s.name: s for s in dataclass_settings(Config)}
     assert (specs["batch_size"].min, specs["epochs"].min, specs["warmup"].min,
             specs["layers"].min) == (1, 0, 0, 1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "ce", "--suite", "lm", "--set", "mixed_precision=fp8"],
+     "--set mixed_precision=fp8: expected one of no, bf16, fp16"),
+    (["--method", "ce", "--suite", "lm", "--set", "warmup_fraction=2"],
+     "--set warmup_fraction=2: expected a finite number in [0, 1]"),
+])
+def test_a_precision_or_fraction_out_of_range_is_refused_before_any_work(tmp_path, capsys,
+                                                                          argv, message):
+    out, work = tmp_path / "results", tmp_path / "work"
+    err = _one_line_error(capsys, main(["run", *argv, "--out", str(out), "--work-dir",
+                                        str(work)]))
+    assert message in err
+    assert not out.exists() and not work.exists()
