@@ -240,8 +240,16 @@ def test_config_counts_and_declared_minima_become_setting_bounds():
      "--set mixed_precision=fp8: expected one of no, bf16, fp16"),
     (["--method", "ce", "--suite", "lm", "--set", "warmup_fraction=2"],
      "--set warmup_fraction=2: expected a finite number in [0, 1]"),
+    (["--method", "eagle", "--suite", "specbench", "--set", "betas=abc"],
+     '--set betas="abc": expected two numbers in [0, 1)'),
+    (["--method", "fspad", "--suite", "specbench", "--set", "betas=[2,3]"],
+     "--set betas=[2, 3]: expected two numbers in [0, 1)"),
+    (["--method", "eagle", "--suite", "specbench", "--set", "schedule=foo"],
+     "--set schedule=foo: expected one of cosine, linear, constant"),
+    (["--method", "aligndistil", "--suite", "align", "--set", "teacher_dtype=int8"],
+     "--set teacher_dtype=int8: expected one of float32, bfloat16, float16"),
 ])
-def test_a_precision_or_fraction_out_of_range_is_refused_before_any_work(tmp_path, capsys,
+def test_a_choice_fraction_or_pair_out_of_range_is_refused_before_any_work(tmp_path, capsys,
                                                                           argv, message):
     out, work = tmp_path / "results", tmp_path / "work"
     err = _one_line_error(capsys, main(["run", *argv, "--out", str(out), "--work-dir",

@@ -36,7 +36,7 @@ so the float32 [tokens, vocab] tensors of one chunk only exist at once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,8 @@ class AlignDistilConfig(PolicyConfig):
     length_normalize: bool = True
     temperature: float = 1.0
     chunk_size: int | None = 128
-    teacher_dtype: str = "bfloat16"
+    teacher_dtype: str = field(default="bfloat16",
+                               metadata={"choices": ("float32", "bfloat16", "float16")})
     sample_temperature: float = 1.0  # on-policy rollouts
     sample_top_p: float | None = None
 

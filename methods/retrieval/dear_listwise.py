@@ -35,7 +35,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class ListwiseConfig:
     rationale_file: str | None = None
     max_rationale_tokens: int = 128
     inference_batch: int = 16
-    inference_dtype: str = "bf16"
+    inference_dtype: str = field(default="bf16", metadata={"choices": ("bf16", "fp32")})
     seed: int = 0
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,8 @@ class HeadTrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_fraction: float = 0.05
     warmup_steps: int | None = None  # overrides warmup_fraction
-    schedule: str = "cosine"
+    schedule: str = field(default="cosine",
+                          metadata={"choices": ("cosine", "linear", "constant")})
     max_grad_norm: float = 0.5
     noise_std: float = 0.2
     feature_weight: float = 1.0
@@ -180,7 +181,8 @@ class HeadTrainConfig:
     mixed_precision: str = "bf16"
     checkpoint_every: int = 50
     draft_vocab: int = 0  # 0: full vocabulary; N: the N most frequent training tokens
-    feature_dtype: str = "bfloat16"
+    feature_dtype: str = field(default="bfloat16",
+                               metadata={"choices": ("float32", "bfloat16", "float16")})
     seed: int = 0
 
 
@@ -193,6 +195,16 @@ class FeatureHeadRecipe:
     setting_specs = dataclass_settings(HeadTrainConfig)
     presets = HEAD_PRESETS
     needs_training_data = True
+
+    @staticmethod
+    def check_settings(settings: dict[str, Any]) -> None:
+        """``betas`` is a JSON value: two numbers in [0, 1) for AdamW, checked up front."""
+        betas = settings.get("betas")
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                for b in betas)):
+            raise UsageError(f"--set betas={json.dumps(betas)}: expected two numbers in "
+                             "[0, 1), e.g. [0.9, 0.95]")
 
     def config(self, context: SpecContext) -> HeadTrainConfig:
         return self.train_config(context.settings, context.options.preset,
