@@ -121,13 +121,24 @@ class LMSuite(Suite):
 
         return options.student or STUDENT
 
+    def resolve_settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
+        """The shared checks, then the suite's own, all before any work: a stride below
+        the window, and no ``--teacher`` for a method that would ignore it."""
+        from bench.contracts import recipe_option
+
+        settings = super().resolve_settings(options, recipe)
+        if options.teacher and not recipe_option(recipe, "uses_teacher"):
+            raise UsageError(f"--teacher {options.teacher}: method {options.method!r} uses no "
+                             "teacher on suite 'lm'; drop --teacher (it would be ignored)")
+        if not settings["stride"] < settings["window"]:
+            raise UsageError(f"--set stride={settings['stride']}: must be below window "
+                             f"({settings['window']})")
+        return settings
+
     def settings(self, options: RunOptions, recipe: Any) -> dict[str, Any]:
         settings = self.resolve_settings(options, recipe)
         if options.limit is not None:
             settings["test_docs"] = options.limit
-        if not settings["stride"] < settings["window"]:
-            raise UsageError(f"--set stride={settings['stride']}: must be below window "
-                             f"({settings['window']})")
         return settings
 
     def user_loss_recipe(self, options: RunOptions) -> Any:

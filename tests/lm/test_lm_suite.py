@@ -45,8 +45,8 @@ def runs(tiny):
         "    return per[mask].mean() if mask is not None else per.mean()\n")
     for method in METHODS:
         teacher = tiny["same"] if method == "fkl" else tiny["char"]
-        assert main(["run", "--method", method, *_common(tiny, out, work),
-                     "--teacher", str(teacher)]) == 0, method
+        flag = [] if method in ("ce", "student-init") else ["--teacher", str(teacher)]
+        assert main(["run", "--method", method, *_common(tiny, out, work), *flag]) == 0, method
     assert main(["run", "--loss", f"{loss}:sym_kl", *_common(tiny, out, work),
                  "--teacher", str(tiny["same"])]) == 0
     records = [json.loads(p.read_text()) for p in sorted(out.rglob("*.json"))]
@@ -220,3 +220,13 @@ def test_the_teacher_row_is_tested_against_ce_on_the_default_student():
     assert baseline_row(rows, "ce", "teacher", TEACHER, paired) == ("ce", STUDENT)
     assert baseline_row(rows, "ce", "uld", f"{STUDENT}-8L", paired) == ("ce", f"{STUDENT}-8L")
     assert baseline_row(rows, "ce", "teacher", TEACHER) is None  # without the pairing
+
+
+@pytest.mark.parametrize("method", ["ce", "student-init"])
+def test_a_teacher_for_a_method_without_one_is_refused(tmp_path, capsys, method):
+    from bench.cli import main
+
+    assert main(["run", "--method", method, "--suite", "lm", "--teacher", "gemma3-270m",
+                 "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w")]) == 2
+    assert f"method {method!r} uses no teacher" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
