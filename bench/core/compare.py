@@ -160,7 +160,7 @@ def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
             row.append("—" if plan["seeds"] is None else str(plan["seeds"]))
         body.append(row)
     hdr = ["Dataset", "Method", "Model", "Metric", "Mean ± std", "Seeds",
-           f"Δ vs {escape_md(baseline)}", "p", "p adj.", "MDE", "", "Test"]
+           f"Δ vs {escape_md(baseline)}", "p", "p adj.", "MDE", "Sig.", "Test"]
     if power_delta is not None:
         hdr += [f"items for Δ={power_delta:g}", f"seeds for Δ={power_delta:g}"]
     legend = (f"{MARK} p < {alpha:g} after {CORRECTION_NAMES[correction]} correction over the "
