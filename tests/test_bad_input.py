@@ -256,3 +256,10 @@ def test_a_choice_fraction_or_pair_out_of_range_is_refused_before_any_work(tmp_p
                                         str(work)]))
     assert message in err
     assert not out.exists() and not work.exists()
+
+
+def test_betas_is_checked_only_when_given_and_accepts_both_of_its_forms():
+    from methods.specdec.drafts import FeatureHeadRecipe
+
+    for settings in ({}, {"betas": "0.8,0.9"}, {"betas": [0.9, 0.95]}):
+        FeatureHeadRecipe.check_settings(settings)

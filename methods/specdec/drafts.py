@@ -198,13 +198,21 @@ class FeatureHeadRecipe:
 
     @staticmethod
     def check_settings(settings: dict[str, Any]) -> None:
-        """``betas`` is a JSON value: two numbers in [0, 1) for AdamW, checked up front."""
-        betas = settings.get("betas")
+        """``betas`` (a JSON pair, or "b1,b2" as :meth:`train_config` reads it) must be two
+        numbers in [0, 1) for AdamW; checked up front."""
+        if "betas" not in settings:
+            return
+        betas = settings["betas"]
+        if isinstance(betas, str):
+            try:
+                betas = [float(x) for x in betas.split(",")]
+            except ValueError:
+                pass
         if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
                 for b in betas)):
-            raise UsageError(f"--set betas={json.dumps(betas)}: expected two numbers in "
-                             "[0, 1), e.g. [0.9, 0.95]")
+            raise UsageError(f"--set betas={json.dumps(settings['betas'])}: expected two "
+                             "numbers in [0, 1), e.g. [0.9, 0.95] or 0.9,0.95")
 
     def config(self, context: SpecContext) -> HeadTrainConfig:
         return self.train_config(context.settings, context.options.preset,
