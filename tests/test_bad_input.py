@@ -20,6 +20,16 @@ def _one_line_error(capsys, code, expected_code=2):
     return err
 
 
+def _refused_before_any_work(tmp_path, capsys, argv):
+    """Run ``bench run argv`` with a fresh --out and --work-dir: one-line exit 2, neither
+    folder created; returns the error line."""
+    out, work = tmp_path / "results", tmp_path / "work"
+    err = _one_line_error(capsys, main(["run", *argv, "--out", str(out), "--work-dir",
+                                        str(work)]))
+    assert not out.exists() and not work.exists()
+    return err
+
+
 RUN = ["run", "--method", "toy-method", "--suite", "toy"]
 
 
@@ -193,12 +203,9 @@ def test_a_draft_vocabulary_larger_than_the_target_s_is_refused(tmp_path):
 ])
 def test_more_student_layers_than_the_model_has_is_refused_before_any_work(
         tmp_path, capsys, tiny_chat_model_dir, argv):
-    out, work = tmp_path / "results", tmp_path / "work"
-    err = _one_line_error(capsys, main(["run", *argv, str(tiny_chat_model_dir), "--set",
-                                        "student_layers=3", "--out", str(out),
-                                        "--work-dir", str(work)]))
+    err = _refused_before_any_work(tmp_path, capsys, [*argv, str(tiny_chat_model_dir),
+                                                      "--set", "student_layers=3"])
     assert "--set student_layers=3:" in err and "has 2 layers; choose at most 2" in err
-    assert not out.exists() and not work.exists()
 
 
 @pytest.mark.parametrize("argv, key", [
@@ -211,11 +218,8 @@ def test_more_student_layers_than_the_model_has_is_refused_before_any_work(
     (["--method", "eagle", "--suite", "specbench"], "batch_size"),
 ])
 def test_a_zero_count_is_refused_before_any_work(tmp_path, capsys, argv, key):
-    out, work = tmp_path / "results", tmp_path / "work"
-    err = _one_line_error(capsys, main(["run", *argv, "--set", f"{key}=0", "--out", str(out),
-                                        "--work-dir", str(work)]))
+    err = _refused_before_any_work(tmp_path, capsys, [*argv, "--set", f"{key}=0"])
     assert f"--set {key}=0: expected an integer >= 1" in err
-    assert not out.exists() and not work.exists()
 
 
 def test_config_counts_and_declared_minima_become_setting_bounds():
@@ -251,11 +255,7 @@ def test_config_counts_and_declared_minima_become_setting_bounds():
 ])
 def test_a_choice_fraction_or_pair_out_of_range_is_refused_before_any_work(tmp_path, capsys,
                                                                           argv, message):
-    out, work = tmp_path / "results", tmp_path / "work"
-    err = _one_line_error(capsys, main(["run", *argv, "--out", str(out), "--work-dir",
-                                        str(work)]))
-    assert message in err
-    assert not out.exists() and not work.exists()
+    assert message in _refused_before_any_work(tmp_path, capsys, argv)
 
 
 def test_betas_is_checked_only_when_given_and_accepts_both_of_its_forms():
