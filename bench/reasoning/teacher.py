@@ -46,7 +46,7 @@ def build_teacher(ds: Dataset, settings: dict[str, Any], base: Any, base_name: s
         prompt = "plain" if finetune else "chat"
     info: dict[str, Any] = {"base": base_name, "finetuned": bool(finetune), "prompt": prompt}
     if not finetune:
-        return base, base_name, info
+        return base, base_name, with_fingerprint(info, base)
     from methods.reasoning.cot_distill import DIRECT_ANSWER_PROMPT, finetune_teacher
 
     key, cfg, items = teacher_key(ds, settings, base_name, base.config.num_hidden_layers,
@@ -60,7 +60,17 @@ def build_teacher(ds: Dataset, settings: dict[str, Any], base: Any, base_name: s
     info.update({"key": key, "path": str(out / name), "train_items": len(items),
                  "recipe": dict(cfg.__dict__),
                  "direct_prompt": DIRECT_ANSWER_PROMPT if direct else None})
-    return teacher, str(out / name), info
+    return teacher, str(out / name), with_fingerprint(info, teacher)
+
+
+def with_fingerprint(info: dict[str, Any], teacher: Any) -> dict[str, Any]:
+    """``info`` with the teacher's weight hash. A fine-tune is not bitwise reproducible
+    across CPUs (nor, so far, across cold caches), so rows trained under one cache key may
+    still come from different teachers; the hash in every record shows which."""
+    from bench.core.hf import model_fingerprint
+
+    info["weights_fingerprint"] = model_fingerprint(teacher)
+    return info
 
 
 def add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
@@ -78,14 +88,16 @@ def add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
         for it in items:
             it.rationale, it.teacher_correct = it.gold_rationale, bool(it.gold_rationale)
         return {"rationales": "gold", "train_questions": len(items),
-                "train_with_rationale": sum(it.teacher_correct for it in items)}
+                "train_with_rationale": sum(it.teacher_correct for it in items),
+                "rationales_sha256": rationales_digest(items)}
     if settings["rationales"] != "teacher":
         raise UsageError(f"--set rationales={settings['rationales']}: use teacher or gold")
     from bench.reasoning.evaluation import gen_tokens
 
     max_new = settings["teacher_gen_tokens"] or gen_tokens(ds, settings, longest)
     fast = inference_copy(teacher)
-    key = json.dumps([model_fingerprint(teacher), info["prompt"], max_new, "greedy"])
+    key = json.dumps([info.get("weights_fingerprint") or model_fingerprint(teacher), info["prompt"],
+                      max_new, "greedy"])
     prompts = [prompt_ids(tok, it.question) if info["prompt"] == "plain" else
                chat_prompt_ids(tok, PROMPT.format(question=it.question), system=COT_INSTRUCTION)
                for it in items]
@@ -97,5 +109,12 @@ def add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
         it.teacher_correct = answers_match(g.text, it.answer)
         it.rationale = split_output(g.text) if it.teacher_correct else ""
     right = sum(it.teacher_correct for it in items)
-    return {"train_correct": right, "train_questions": len(items),
+    return {"train_correct": right, "rationales_sha256": rationales_digest(items), "train_questions": len(items),
             "train_accuracy": right / max(len(items), 1), "rationale_max_tokens": max_new}
+
+
+def rationales_digest(items: list[Any]) -> str:
+    """sha256 of the (question, rationale) pairs the students train on: equal digests mean
+    equal training data, whichever teacher wrote it."""
+    return hashlib.sha256(json.dumps([[it.question, it.rationale] for it in items])
+                          .encode()).hexdigest()

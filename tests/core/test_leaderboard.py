@@ -518,3 +518,25 @@ def test_a_suite_can_pair_a_row_with_one_of_several_baseline_models(records: lis
     assert paired[("bm25", "anserini-bm25")][4] != "(baseline)"
     cell = next(c for k, c in board.stats.items() if k[:2] == ("dear", dear))
     assert cell.base[:2] == ("bm25", "anserini-bm25-k1.2") and cell.p_value is not None
+
+
+def _with_teacher(rec: dict, **teacher: str) -> dict:
+    return {**rec, "config": {**rec["config"], "teacher": {"base": "t", **teacher}}}
+
+
+def test_rows_from_different_teachers_are_flagged_per_dataset(records: list[dict]) -> None:
+    """Two fine-tunes under one cache key can differ bitwise; the page says so where the
+    records' teacher fingerprints differ, and where some records predate the fingerprint."""
+    on_nf = [r for r in records if r["dataset"]["id"] == "nfcorpus"]
+    same = [_with_teacher(r, weights_fingerprint="aaaa") for r in on_nf]
+    assert "different teachers" not in render_suite("toy", same, baseline="bm25")
+    mixed = [_with_teacher(r, weights_fingerprint="bbbb" if r["method"] == "dear" else "aaaa")
+             for r in on_nf]
+    md = render_suite("toy", mixed, baseline="bm25")
+    assert "the rows on nfcorpus come from 2 different teachers (weights aaaa, bbbb)" in md
+    older = [_with_teacher(r) if r["method"] == "bm25" else
+             _with_teacher(r, weights_fingerprint="aaaa") for r in on_nf]
+    md = render_suite("toy", older, baseline="bm25")
+    assert "different teachers" not in md
+    assert "Rows on nfcorpus from bm25 do not record their teacher's weights" in md
+    assert "teacher" not in render_suite("toy", on_nf, baseline="bm25")  # none recorded

@@ -254,6 +254,13 @@ def test_tiny_end_to_end_every_method(tiny_chat_model_dir, tmp_path):
         if method != "cot-sft":
             assert rec["config"]["paired_bootstrap_vs_baseline"]["baseline"] == "cot-sft"
     assert files["teacher"]["config"]["teacher"]["finetuned"]
+    # every row records which teacher it came from, and the rows trained on rationales the
+    # digest of what they trained on
+    assert len({rec["config"]["teacher"]["weights_fingerprint"] for rec in files.values()}) == 1
+    digests = {m: files[m]["config"]["teacher"].get("rationales_sha256") for m in files}
+    assert digests["cot-sft"] == digests["skip-thinking"] == digests["semcot"]
+    assert digests["cot-sft"] is not None
+    assert digests["teacher"] is None
     assert files["teacher"]["config"]["teacher"]["direct_prompt"] == "\nAnswer directly:"
     assert files["semcot"]["config"]["answer_prompt"] == "\nAnswer directly:"
     # one model name per method whatever the dataset's teacher (no "-arith-ft" in it)

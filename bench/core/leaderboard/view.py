@@ -118,6 +118,7 @@ def _legend(suite: str, b: Board, *, baseline: str | None, test: str, alpha: flo
     if len(versions) > 1:
         out.append("**Warning:** these results span several suite versions; scores from "
                    "different versions are not comparable.")
+    out.extend(teacher_warnings(b.records))
     if any(k[0] == baseline for k in b.groups):
         tested = sum(1 for s in b.stats.values() if s.p_value is not None)
         out.append(f"{MARK} p < {alpha:g} after {CORRECTION_NAMES[correction]} correction over "
@@ -133,6 +134,32 @@ def _legend(suite: str, b: Board, *, baseline: str | None, test: str, alpha: flo
             f"baseline {escape_md(baseline)} has no results in this suite"
         out.append(f"No significance tests: {why}.")
     out.append(cost_legend(b.records))
+    return out
+
+
+def teacher_warnings(records: Iterable[dict[str, Any]]) -> list[str]:
+    """A warning per dataset whose rows were trained or scored with different teachers, by
+    the weight fingerprint records keep in ``config.teacher`` (a teacher fine-tuned under
+    one cache key on another machine, or after a cold cache, can differ bitwise)."""
+    seen: dict[str, dict[str, set[str]]] = {}
+    for r in records:
+        teacher = (r.get("config") or {}).get("teacher")
+        if not isinstance(teacher, dict):
+            continue
+        prints = seen.setdefault(r["dataset"]["id"], {"known": set(), "unknown": set()})
+        fingerprint = teacher.get("weights_fingerprint")
+        prints["known" if fingerprint else "unknown"].add(fingerprint or r["method"])
+    out = []
+    for dataset, prints in sorted(seen.items()):
+        known, unknown = sorted(prints["known"]), sorted(prints["unknown"])
+        if len(known) > 1:
+            out.append(f"**Warning:** the rows on {escape_md(dataset)} come from "
+                       f"{len(known)} different teachers (weights {', '.join(known)}): "
+                       "their scores are not comparable.")
+        if known and unknown:
+            out.append(f"Rows on {escape_md(dataset)} from {', '.join(unknown)} do not "
+                       "record their teacher's weights (older results), so whether they "
+                       f"share the teacher {', '.join(known)} of the others is not shown.")
     return out
 
 
