@@ -111,16 +111,22 @@ def cmd_run(args: argparse.Namespace) -> int:
               else resolve_recipe(args.method, args.suite))
     suite.resolve_settings(options, recipe)
     from bench.core.assets import cache_dir
-    from bench.core.io import writable_dir
+    from bench.core.io import missing_dirs, remove_empty, writable_dir
 
-    writable_dir(args.work_dir or cache_dir(), "--work-dir" if args.work_dir
-                 else "DISTILLBENCH_CACHE")
+    work_dir = args.work_dir or cache_dir()
+    made_work, made_out = missing_dirs(work_dir), missing_dirs(args.out)
+    writable_dir(work_dir, "--work-dir" if args.work_dir else "DISTILLBENCH_CACHE")
     _refuse_dirty_committed_results(args.out, args.allow_dirty)
     writable_dir(args.out, "--out")
     store = ResultStore(args.out)
     git_state_at_start()
     start = time.perf_counter()
-    records = suite.run(options)
+    try:  # a suite's own checks (datasets, flags it refuses) run inside run()
+        records = suite.run(options)
+    except BaseException:
+        remove_empty(made_out)  # first: the out folder may lie inside the work dir
+        remove_empty(made_work)
+        raise
     kept: list[tuple[Path, Path]] = []  # (existing result, where this run's record went)
     for record in records:
         if args.limit is not None:  # a partial evaluation is its own dataset, never the full

@@ -263,3 +263,28 @@ def test_betas_is_checked_only_when_given_and_accepts_both_of_its_forms():
 
     for settings in ({}, {"betas": "0.8,0.9"}, {"betas": [0.9, 0.95]}):
         FeatureHeadRecipe.check_settings(settings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "cot-sft", "--suite", "gsm8k", "--dataset", "gsm8k"], "DISTILLBENCH_ONLINE=1"),
+    (["--method", "cot-sft", "--suite", "gsm8k", "--dataset", "gsm8k",
+      "--set", "eval_split=validation"], "gsm8k has no validation items"),
+    (["--method", "aligndistil", "--suite", "align", "--teacher", "x"],
+     "--teacher: suite 'align' has no teacher flag"),
+])
+def test_a_suites_own_refusal_leaves_no_empty_out_folder(tmp_path, capsys, monkeypatch, argv,
+                                                         message):
+    """Checks a suite makes inside its run (its datasets, flags it has no use for) come after
+    --out is made; the refused run removes the folders it made, so none is left empty."""
+    monkeypatch.delenv("DISTILLBENCH_ONLINE", raising=False)
+    assert message in _refused_before_any_work(tmp_path, capsys, argv)
+
+
+def test_a_refused_run_keeps_an_out_folder_that_existed(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DISTILLBENCH_ONLINE", raising=False)
+    out = tmp_path / "results"
+    out.mkdir()
+    code = main(["run", "--method", "cot-sft", "--suite", "gsm8k", "--dataset", "gsm8k",
+                 "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    assert "DISTILLBENCH_ONLINE=1" in _one_line_error(capsys, code)
+    assert out.is_dir()

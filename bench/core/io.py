@@ -147,3 +147,27 @@ def writable_dir(path: str | os.PathLike[str], what: str, *, create: bool = True
         raise UsageError(f"{what} {path}: not writable ({exc.strerror}); pass a writable "
                          "folder") from None
     return path
+
+
+def missing_dirs(path: str | os.PathLike[str]) -> list[Path]:
+    """The folders ``path`` needs that do not exist yet, deepest first: what
+    :func:`writable_dir` is about to create, so :func:`remove_empty` can undo it."""
+    path = Path(path).expanduser().absolute()
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove ``dirs`` (deepest first) while they hold no file, with the empty folders this
+    run made inside them: a run refused after it made its --out leaves nothing behind."""
+    if dirs and dirs[0].is_dir():
+        for root, _, _ in sorted(os.walk(dirs[0]), key=lambda w: -len(Path(w[0]).parts)):
+            if root != str(dirs[0]):
+                try:
+                    Path(root).rmdir()
+                except OSError:  # holds a file: keep it
+                    pass
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (or already gone): keep it and everything above it
+            return

@@ -126,3 +126,20 @@ def test_malformed_rng_file_is_a_warning_and_changes_nothing(tmp_path):
     assert trainer.state["step"] == 1
     _set_rng_states(good)
     assert _rng_states() == good  # the JSON round trip is exact
+
+
+def test_remove_empty_undoes_only_the_folders_a_run_made_and_keeps_any_file(tmp_path):
+    from bench.core.io import missing_dirs, remove_empty
+
+    (tmp_path / "existing").mkdir()
+    made = missing_dirs(tmp_path / "existing" / "a" / "b")
+    assert made == [tmp_path / "existing" / "a" / "b", tmp_path / "existing" / "a"]
+    (tmp_path / "existing" / "a" / "b" / "gsm8k" / "empty").mkdir(parents=True)
+    remove_empty(made)
+    assert not (tmp_path / "existing" / "a").exists() and (tmp_path / "existing").is_dir()
+    made = missing_dirs(tmp_path / "w")
+    (tmp_path / "w" / "cache" / "empty").mkdir(parents=True)
+    (tmp_path / "w" / "cache" / "model.bin").write_bytes(b"x")
+    remove_empty(made)
+    assert (tmp_path / "w" / "cache" / "model.bin").is_file()
+    assert not (tmp_path / "w" / "cache" / "empty").exists()
