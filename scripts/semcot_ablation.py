@@ -98,7 +98,8 @@ def markdown(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--dataset", default="offline/arith-2x2-digits")
+    parser.add_argument("--dataset", default=None,
+                        help="an arith dataset (default: the suite's default arith set)")
     parser.add_argument("--work-dir", default=None,
                         help="bench run's --work-dir (where the trained SemCoT is cached)")
     parser.add_argument("--limit", type=int, default=None,
@@ -110,6 +111,10 @@ if __name__ == "__main__":
                         help="passed to bench run as --set (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args()
+    if args.dataset is None:
+        from bench.reasoning.suite import METADATA
+
+        args.dataset = f"offline/arith-{METADATA.setting('arith').default.split(',')[0]}"
     result = ablation(preset=args.preset, dataset=args.dataset, work_dir=args.work_dir,
                       items=args.limit, max_new_tokens=args.max_new_tokens, seed=args.seed,
                       extra=[a for kv in args.set for a in ("--set", kv)] +
