@@ -333,3 +333,17 @@ def test_section_shows_the_mde_against_ar_per_category():
     assert rag.endswith("/ ∞ ‡")  # 5 prompts: the exact sign-flip test cannot reach 0.05
     assert overall == "— |"  # no "all" records here
     assert rows["t+pld-bf16"] == ["—", "—", "— |"]  # no bf16 ar row to compare with
+
+
+def test_the_progress_bars_speedup_is_the_metrics_ratio_so_far_not_the_last_prompts():
+    from types import SimpleNamespace
+
+    from bench.specdec.evaluation import group_metrics
+    from bench.specdec.suite import running_speedup
+
+    timed = [SimpleNamespace(plain_time=p, spec_time=s) for p, s in ((1.0, 0.5), (3.0, 9.0))]
+    assert running_speedup(timed[:1]) == 2.0
+    assert running_speedup(timed) == 4.0 / 9.5  # not 1/3, the last prompt's
+    full = [SimpleNamespace(**vars(t), new_tokens=1, passes=1, accepted=0, plain_tokens=1,
+                            draft_time=0.0, identical=True, drafted=0) for t in timed]
+    assert group_metrics(full)["speedup"] == running_speedup(timed)
