@@ -133,7 +133,6 @@ def _item_p(d: np.ndarray, test: str, seed: int) -> tuple[float, str]:
 
 def _seed_level(ma: np.ndarray, mb: np.ndarray, n: int, mean_a: float, mean_b: float,
                 alpha: float, power: float) -> Comparison:
-    from scipy import stats
 
     seeds = (len(ma), len(mb))
     if len(ma) >= 2 and len(mb) >= 2:
@@ -142,18 +141,28 @@ def _seed_level(ma: np.ndarray, mb: np.ndarray, n: int, mean_a: float, mean_b: f
         se = math.sqrt(va + vb)
         df = (va + vb) ** 2 / ((va ** 2 / (len(ma) - 1)) + (vb ** 2 / (len(mb) - 1))) \
             if va + vb > 0 else len(ma) + len(mb) - 2
-        p = float(stats.ttest_ind(ma, mb, equal_var=False).pvalue) if se > 0 else \
+        # Welch's t from the se and df above, as scipy's ttest_ind(equal_var=False) computes
+        # it; scipy's own call warns ("catastrophic cancellation") when one side's seeds
+        # score exactly alike, a case the formula handles.
+        p = _two_sided_t(ma.mean() - mb.mean(), se, df) if se > 0 else \
             (1.0 if ma.mean() == mb.mean() else 0.0)
     else:
         many, one = (ma, mb) if len(ma) >= 2 else (mb, ma)
         name = "one-sample t on seed means (single run fixed)"
         se = float(many.std(ddof=1) / math.sqrt(len(many)))
         df = len(many) - 1
-        p = float(stats.ttest_1samp(many, float(one[0])).pvalue) if se > 0 else \
+        p = _two_sided_t(many.mean() - float(one[0]), se, df) if se > 0 else \
             (1.0 if many.mean() == one[0] else 0.0)
     mde = _mde_t(se, df, alpha, power) if se > 0 else math.inf
     note = "" if se > 0 else "no seed-to-seed variance: no MDE"
     return Comparison(name, n, seeds, mean_a, mean_b, p, mde, note)
+
+
+def _two_sided_t(diff: float, se: float, df: float) -> float:
+    """Two-sided p of t = diff / se under Student's t with ``df`` degrees of freedom."""
+    from scipy import stats
+
+    return float(min(1.0, 2.0 * stats.t.sf(abs(diff) / se, df)))
 
 
 def _mde_t(se: float, df: float, alpha: float, power: float) -> float:

@@ -102,3 +102,22 @@ def test_items_and_seeds_needed_invert_the_mde():
     s = seeds_needed(0.05, 0.02, 0.03)
     assert s is not None and s >= 2 and seeds_needed(0.05, 0.02, 0.03, max_seeds=s - 1) is None
     assert items_needed(0.0, 0.3) is None and seeds_needed(0.1, 0.0, 0.0) is None
+
+
+def test_seeds_that_score_exactly_alike_give_welchs_p_without_a_warning(recwarn):
+    """Two seeds at 0.02 each (ASDiv's answer-only cell): that side's variance is 0, which
+    Welch's formula handles; scipy's ttest_ind warns about cancellation there."""
+    items = [f"q{i}" for i in range(100)]
+
+    def run(right: int) -> dict[str, float]:
+        return {q: float(i < right) for i, q in enumerate(items)}
+
+    a = [run(2), run(2)]
+    b = [run(0), run(1), run(0)]
+    c = compare(a, b)
+    mb = np.array([0.0, 0.01, 0.0])
+    se = math.sqrt(mb.var(ddof=1) / 3)
+    t = (0.02 - mb.mean()) / se
+    assert c.test == "Welch t on seed means"
+    assert c.p_value == pytest.approx(2 * sps.t.sf(t, 2))  # df = (vb)^2 / (vb^2 / 2) = 2
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
