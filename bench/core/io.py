@@ -160,7 +160,7 @@ def remove_empty(dirs: list[Path]) -> None:
     """Remove ``dirs`` (deepest first) while they hold no file, with the empty folders this
     run made inside them: a run refused after it made its --out leaves nothing behind."""
     if dirs and dirs[0].is_dir():
-        for root, _, _ in sorted(os.walk(dirs[0]), key=lambda w: -len(Path(w[0]).parts)):
+        for root, _, _ in os.walk(dirs[0], topdown=False):  # deepest folders first
             if root != str(dirs[0]):
                 try:
                     Path(root).rmdir()

@@ -133,7 +133,6 @@ def _item_p(d: np.ndarray, test: str, seed: int) -> tuple[float, str]:
 
 def _seed_level(ma: np.ndarray, mb: np.ndarray, n: int, mean_a: float, mean_b: float,
                 alpha: float, power: float) -> Comparison:
-
     seeds = (len(ma), len(mb))
     if len(ma) >= 2 and len(mb) >= 2:
         name = "Welch t on seed means"

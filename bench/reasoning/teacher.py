@@ -79,7 +79,7 @@ def add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
     """The teacher's greedy rationales for the student's training questions (cached);
     marks each item correct or not. Returns figures for the record."""
     from bench.core.generation import GenerationCache, chat_prompt_ids, generate
-    from bench.core.hf import inference_copy, model_fingerprint
+    from bench.core.hf import inference_copy
     from bench.reasoning.problem import answers_match
     from methods.reasoning.cot_distill import PROMPT, prompt_ids, split_output
 
@@ -96,8 +96,7 @@ def add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
 
     max_new = settings["teacher_gen_tokens"] or gen_tokens(ds, settings, longest)
     fast = inference_copy(teacher)
-    key = json.dumps([info.get("weights_fingerprint") or model_fingerprint(teacher), info["prompt"],
-                      max_new, "greedy"])
+    key = json.dumps([info["weights_fingerprint"], info["prompt"], max_new, "greedy"])
     prompts = [prompt_ids(tok, it.question) if info["prompt"] == "plain" else
                chat_prompt_ids(tok, PROMPT.format(question=it.question), system=COT_INSTRUCTION)
                for it in items]
@@ -109,8 +108,9 @@ def add_rationales(ds: Dataset, settings: dict[str, Any], teacher: Any,
         it.teacher_correct = answers_match(g.text, it.answer)
         it.rationale = split_output(g.text) if it.teacher_correct else ""
     right = sum(it.teacher_correct for it in items)
-    return {"train_correct": right, "rationales_sha256": rationales_digest(items), "train_questions": len(items),
-            "train_accuracy": right / max(len(items), 1), "rationale_max_tokens": max_new}
+    return {"train_correct": right, "rationales_sha256": rationales_digest(items),
+            "train_questions": len(items), "train_accuracy": right / max(len(items), 1),
+            "rationale_max_tokens": max_new}
 
 
 def rationales_digest(items: list[Any]) -> str:
