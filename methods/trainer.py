@@ -248,8 +248,8 @@ class Trainer:
         resumed = self.resume()
         cfg, state = self.cfg, self.state
         if resumed and self.accelerator.is_main_process:
-            print(f"resuming from step {state['step']} "
-                  f"({self.latest_checkpoint()})", flush=True)
+            print(resume_message(state["step"], cfg.max_steps, self.latest_checkpoint()),
+                  flush=True)
         with progress_bar(cfg.max_steps, "train",
                           enabled=cfg.progress and self.accelerator.is_main_process,
                           done=state["step"]) as advance:
@@ -362,6 +362,13 @@ class Trainer:
         keep = [line for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in keep))
+
+
+def resume_message(step: int, max_steps: int, checkpoint: Path | None) -> str:
+    """What a resumed run prints: a finished phase is loaded, not resumed."""
+    if step >= max_steps:
+        return f"already trained ({step} of {max_steps} steps): loading {checkpoint}"
+    return f"resuming from step {step} of {max_steps} ({checkpoint})"
 
 
 def logged_train_seconds(output_dir: str | Path) -> float | None:

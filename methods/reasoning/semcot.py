@@ -295,6 +295,7 @@ class SemCoT:
             run_key,
         )
         from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
+        from methods.trainer_checkpoints import find_latest_checkpoint
 
         cfg = self.config(context.settings)
         teacher, tok = context.teacher, context.tokenizer
@@ -311,17 +312,26 @@ class SemCoT:
         root = context.work_dir / "train" / f"semcot-{key}"
         torch.manual_seed(context.options.seed)
 
-        # 1. sentence encoder: InfoNCE between reasoning and condensed reasoning.
-        gt = teacher_hidden(teacher, tok, [it.rationale for it in items], start)
-        cond = teacher_hidden(teacher, tok, [condense(it.rationale, it.answer)
-                                             for it in items], start)
+        # 1. sentence encoder: InfoNCE between reasoning and condensed reasoning. The
+        # teacher's hidden states of both (minutes on arith) are computed on first use, so a
+        # rerun whose every stage is trained loads the stages without them.
+        hidden: dict[str, list[torch.Tensor]] = {}
+
+        def states(kind: str) -> list[torch.Tensor]:
+            if not hidden:
+                hidden["gt"] = teacher_hidden(teacher, tok, [it.rationale for it in items],
+                                              start)
+                hidden["cond"] = teacher_hidden(
+                    teacher, tok, [condense(it.rationale, it.answer) for it in items], start)
+            return hidden[kind]
+
         encoder = SentenceEncoder(teacher, start, cfg.st_layers, cfg.st_dim)
         pairs = list(range(len(items)))
 
         def st_step(frozen: bool) -> Any:
             def step(model: Any, batch: list[int]) -> StepOutput:
-                a, am = _right_pad([gt[i] for i in batch])
-                b, bm = _right_pad([cond[i] for i in batch])
+                a, am = _right_pad([states("gt")[i] for i in batch])
+                b, bm = _right_pad([states("cond")[i] for i in batch])
                 if frozen:
                     with torch.no_grad():
                         pa, pb = model.pooled(a, am), model.pooled(b, bm)
@@ -332,6 +342,12 @@ class SemCoT:
             return step
 
         train_runs: list[str] = []
+
+        def trained(name: str, n: int, epochs: int) -> bool:
+            """Whether stage ``name`` has nothing left to train (or no steps at all)."""
+            done = find_latest_checkpoint(root / name / "checkpoints")
+            steps = total_steps(n, cfg.semcot_batch_size, epochs)
+            return epochs < 1 or (done is not None and done.name == f"step-{steps:08d}")
 
         def fit(module: nn.Module, params: list[nn.Parameter], step: Any, data: list[Any],
                 epochs: int, lr: float, wd: float, name: str) -> None:
@@ -356,8 +372,12 @@ class SemCoT:
         fit(encoder, list(encoder.parameters()), st_step(False), pairs, cfg.st_llm_epochs,
             cfg.st_llm_lr, cfg.st_llm_wd, "st-llm")
         encoder.eval().requires_grad_(False)
-        with torch.no_grad():
-            targets = [encoder(g[None])[0] for g in gt]
+        # The generator's cosine targets; not needed when both generator stages are trained.
+        targets: list[Any] = [None] * len(items)
+        if not (trained("cg-linear", len(items), cfg.cg_linear_epochs)
+                and trained("cg-llm", len(items), cfg.cg_llm_epochs)):
+            with torch.no_grad():
+                targets = [encoder(g[None])[0] for g in states("gt")]
 
         # 2. generator: alpha * (1 - cos) + (1 - alpha) * answer CE through the teacher.
         student, name = initial_student(context, cfg.student_layers)

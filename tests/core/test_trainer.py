@@ -83,6 +83,17 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
     assert logged_train_seconds(tmp_path / "missing") is None
 
 
+def test_a_rerun_says_whether_it_resumes_or_loads_a_finished_phase(tmp_path, capsys):
+    with pytest.raises(Interrupt):
+        train(tmp_path, interrupt_at=15)
+    capsys.readouterr()
+    train(tmp_path)
+    assert "resuming from step 6 of 12" in capsys.readouterr().out
+    train(tmp_path)  # every step is done: nothing is resumed, the last checkpoint is loaded
+    out = capsys.readouterr().out
+    assert "already trained (12 of 12 steps): loading" in out and "resuming" not in out
+
+
 def test_training_reduces_loss(tmp_path):
     _, trainer = train(tmp_path, steps=30, schedule="constant")
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]

@@ -129,7 +129,7 @@ def test_implicit_state_ablation_on_a_tiny_pipeline(pipeline):
 
 
 @pytest.mark.slow
-def test_ablation_script_on_a_tiny_run(tiny_chat_model_dir, tmp_path, capsys):
+def test_ablation_script_on_a_tiny_run(tiny_chat_model_dir, tmp_path, capsys, monkeypatch):
     """``scripts/semcot_ablation.py`` trains (or loads) SemCoT through ``bench run`` and
     ablates its states on the dataset's first test questions; nothing reaches a results
     store."""
@@ -156,3 +156,15 @@ def test_ablation_script_on_a_tiny_run(tiny_chat_model_dir, tmp_path, capsys):
     assert table.count("\n| ") == len(STATE_VARIANTS) and "mean norm" in table
     json.dumps(out)  # JSON-ready
     assert not (tmp_path / "work" / "gsm8k" / "results").exists()
+
+    # A second run finds every stage trained: it loads them without recomputing the
+    # teacher's hidden states of the rationales, and ablates the same model.
+    def no_hidden_states(*args, **kwargs):
+        raise AssertionError("teacher_hidden called although every stage is trained")
+
+    monkeypatch.setattr("methods.reasoning.semcot.teacher_hidden", no_hidden_states)
+    again = script.ablation(preset="smoke", dataset="offline/arith-2x2",
+                            work_dir=str(tmp_path / "work"), items=2, max_new_tokens=4, seed=0,
+                            extra=extra)
+    assert again["variants"] == out["variants"]
+    assert "already trained" in capsys.readouterr().out
