@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from bench.core.progress import progress_bar
 from methods.reasoning.semcot_pipeline import TeacherAnswers
 
 # The replacements :func:`implicit_state_ablation` feeds the frozen teacher, in table order.
@@ -85,32 +86,11 @@ def implicit_state_ablation(pipeline: TeacherAnswers, contexts: list[str], golds
     outputs: dict[str, list[str]] = {}
     ref_logits: list[torch.Tensor] = []  # the trained states' (compared against)
     rows = []
-    for variant in sorted(variants, key=lambda v: v != "trained"):  # trained first
-        states = replace_states(trained, variant, seed=seed)  # type: ignore[arg-type]
-        texts, hits, logp, diff, flips = [], [], [], [], []
-        for i, ((q_ids, p_ids), st, gids, gold) in enumerate(
-                zip(encoded, states, gold_ids, golds, strict=True)):
-            text, _ = pipeline.generate_from(q_ids, st, p_ids, max_new_tokens, list(until))
-            for stop in until:
-                text = text.split(stop)[0] if stop else text
-            texts.append(text)
-            hits.append(bool(correct(text, gold)))
-            lg = pipeline.answer_logits(q_ids, st, p_ids, gids).cpu()
-            logp.append(torch.log_softmax(lg, -1).gather(1, torch.tensor(gids)[:, None])
-                        .mean().item())
-            if variant == "trained":
-                ref_logits.append(lg)
-            elif ref_logits:
-                diff.append((lg - ref_logits[i]).abs().max().item())
-                flips.append((lg.argmax(-1) != ref_logits[i].argmax(-1)).float().mean().item())
-        outputs[variant] = texts
-        row: dict[str, Any] = {"variant": variant, "exact_match": sum(hits) / len(hits),
-                               "correct": sum(hits), "gold_logprob": sum(logp) / len(logp)}
-        if "trained" in outputs:
-            row["changed"] = sum(a != b for a, b in zip(texts, outputs["trained"], strict=True))
-            row["logit_diff"] = sum(diff) / len(diff) if diff else 0.0
-            row["argmax_changed"] = sum(flips) / len(flips) if flips else 0.0
-        rows.append(row)
+    with progress_bar(len(variants) * len(contexts), "state ablation") as advance:
+        for variant in sorted(variants, key=lambda v: v != "trained"):  # trained first
+            rows.append(_ablate(pipeline, variant, replace_states(trained, variant, seed=seed),
+                                encoded, gold_ids, golds, correct, max_new_tokens, until,
+                                outputs, ref_logits, advance))
     rows.sort(key=lambda r: list(variants).index(r["variant"]))
     vectors = torch.cat([s.float().cpu() for s in trained if s is not None]) \
         if any(s is not None for s in trained) else torch.zeros(0, emb.shape[1])
@@ -125,3 +105,37 @@ def implicit_state_ablation(pipeline: TeacherAnswers, contexts: list[str], golds
             "token_embedding_norm": emb.norm(dim=-1).mean().item(),
             "question_token_norm": question_norms.mean().item(),
             "variants": rows, "outputs": outputs}
+
+
+def _ablate(pipeline: TeacherAnswers, variant: str, states: list[torch.Tensor | None],
+            encoded: list[tuple[list[int], list[int]]], gold_ids: list[list[int]],
+            golds: list[str], correct: Callable[[str, str], bool], max_new_tokens: int,
+            until: Sequence[str], outputs: dict[str, list[str]],
+            ref_logits: list[torch.Tensor], advance: Callable[..., None]) -> dict[str, Any]:
+    """One variant's row of :func:`implicit_state_ablation`; fills ``outputs[variant]`` (and
+    ``ref_logits`` for ``trained``, which runs first)."""
+    texts, hits, logp, diff, flips = [], [], [], [], []
+    for i, ((q_ids, p_ids), st, gids, gold) in enumerate(
+            zip(encoded, states, gold_ids, golds, strict=True)):
+        text, _ = pipeline.generate_from(q_ids, st, p_ids, max_new_tokens, list(until))
+        for stop in until:
+            text = text.split(stop)[0] if stop else text
+        texts.append(text)
+        hits.append(bool(correct(text, gold)))
+        lg = pipeline.answer_logits(q_ids, st, p_ids, gids).cpu()
+        logp.append(torch.log_softmax(lg, -1).gather(1, torch.tensor(gids)[:, None])
+                    .mean().item())
+        if variant == "trained":
+            ref_logits.append(lg)
+        elif ref_logits:
+            diff.append((lg - ref_logits[i]).abs().max().item())
+            flips.append((lg.argmax(-1) != ref_logits[i].argmax(-1)).float().mean().item())
+        advance(variant=variant)
+    outputs[variant] = texts
+    row: dict[str, Any] = {"variant": variant, "exact_match": sum(hits) / len(hits),
+                           "correct": sum(hits), "gold_logprob": sum(logp) / len(logp)}
+    if "trained" in outputs:
+        row["changed"] = sum(a != b for a, b in zip(texts, outputs["trained"], strict=True))
+        row["logit_diff"] = sum(diff) / len(diff) if diff else 0.0
+        row["argmax_changed"] = sum(flips) / len(flips) if flips else 0.0
+    return row
