@@ -123,6 +123,22 @@ def test_stale_generated_pages_and_their_plots_are_removed(results: Path, tmp_pa
         assert (out / name).read_text() == text
 
 
+def test_a_live_suites_plot_that_this_run_did_not_write_is_removed(results: Path,
+                                                                    tmp_path: Path) -> None:
+    """A plot of a dataset whose results left (e.g. a protocol's old dataset) goes: the
+    plots, like the pages, follow from the result files alone."""
+    out = tmp_path / "out"
+    meta = {name: {**m, **PLOT} for name, m in META.items()}
+    write_leaderboards(results, out, suites=meta)
+    (out / "toy_old-dataset_accuracy_latency.png").write_bytes(b"\x89PNG stale")
+    (out / "toy_notes.txt").write_text("kept")  # not a PNG
+    paths = write_leaderboards(results, out, suites=meta)
+    assert {p.name for p in out.iterdir()} == {
+        "toy_notes.txt", *(p.name for p in paths if p.parent == out)}
+    assert not (out / "toy_old-dataset_accuracy_latency.png").exists()
+    assert (out / "toy_main_score.png").exists()
+
+
 def test_a_hand_written_page_of_a_suite_without_results_is_kept(results: Path,
                                                                  tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -83,13 +83,16 @@ def _is_generated(path: Path, header: str = HEADER) -> bool:
 
 
 def _remove_stale(out_dir: Path, live: Iterable[str], keep: Iterable[Path]) -> list[Path]:
-    """Delete generated pages of suites that no longer have results, and their plots.
+    """Delete generated pages of suites that no longer have results, and every plot this
+    run did not write.
 
     A page is ``out_dir/<suite slug>.md`` starting with :data:`HEADER` (hand-written markdown
     is never touched; ``README.md`` is the index, rewritten anyway), or its site page
-    ``out_dir/site/<suite slug>.html`` starting with :data:`SITE_HEADER`. Its plots are the
-    PNGs named ``<suite slug>_*.png`` that this run did not write and that no live suite with
-    a longer matching name owns. Returns the removed paths.
+    ``out_dir/site/<suite slug>.html`` starting with :data:`SITE_HEADER`. A suite's plots
+    are the PNGs named ``<suite slug>_*.png`` (the suite with the longest matching name owns
+    one). Those of a suite without results go with its page; those of a live suite that this
+    run did not write go too (a dataset whose results left, a plot with nothing to show), so
+    the plots, like the pages, follow from the result files alone. Returns the removed paths.
     """
     if not out_dir.is_dir():
         return []
@@ -100,7 +103,7 @@ def _remove_stale(out_dir: Path, live: Iterable[str], keep: Iterable[Path]) -> l
     removed = [out_dir / f"{s}.md" for s in stale]
     for png in sorted(out_dir.glob("*.png")):
         owner = next((s for s in owners if png.name.startswith(f"{s}_")), None)
-        if owner in stale and png.resolve() not in keep_set:
+        if owner is not None and png.resolve() not in keep_set:
             removed.append(png)
     removed += [p for p in sorted((out_dir / "site").glob("*.html"))
                 if p.stem not in live_set | {"index"} and p.resolve() not in keep_set
