@@ -363,6 +363,9 @@ class SemCoT:
             Trainer(module, step, data, tc, root / name, param_groups=[{"params": params}]
                     ).train()
 
+        if not (trained("st-linear", len(items), cfg.st_linear_epochs)
+                and trained("st-llm", len(items), cfg.st_llm_epochs)):
+            states("gt")  # here, not inside the first step: outside its timing and autocast
         for p in encoder.parameters():
             p.requires_grad_(False)
         encoder.proj.requires_grad_(True)
