@@ -88,9 +88,32 @@ def implicit_state_ablation(pipeline: TeacherAnswers, contexts: list[str], golds
     rows = []
     with progress_bar(len(variants) * len(contexts), "state ablation") as advance:
         for variant in sorted(variants, key=lambda v: v != "trained"):  # trained first
-            rows.append(_ablate(pipeline, variant, replace_states(trained, variant, seed=seed),
-                                encoded, gold_ids, golds, correct, max_new_tokens, until,
-                                outputs, ref_logits, advance))
+            states = replace_states(trained, variant, seed=seed)  # type: ignore[arg-type]
+            texts, hits, logp, diff, flips = [], [], [], [], []
+            for i, ((q_ids, p_ids), st, gids, gold) in enumerate(
+                    zip(encoded, states, gold_ids, golds, strict=True)):
+                text, _ = pipeline.generate_from(q_ids, st, p_ids, max_new_tokens, list(until))
+                for stop in until:
+                    text = text.split(stop)[0] if stop else text
+                texts.append(text)
+                hits.append(bool(correct(text, gold)))
+                lg = pipeline.answer_logits(q_ids, st, p_ids, gids).cpu()
+                logp.append(torch.log_softmax(lg, -1).gather(1, torch.tensor(gids)[:, None])
+                            .mean().item())
+                if variant == "trained":
+                    ref_logits.append(lg)
+                elif ref_logits:
+                    diff.append((lg - ref_logits[i]).abs().max().item())
+                    flips.append((lg.argmax(-1) != ref_logits[i].argmax(-1)).float().mean().item())
+                advance(variant=variant)
+            outputs[variant] = texts
+            row: dict[str, Any] = {"variant": variant, "exact_match": sum(hits) / len(hits),
+                                   "correct": sum(hits), "gold_logprob": sum(logp) / len(logp)}
+            if "trained" in outputs:
+                row["changed"] = sum(a != b for a, b in zip(texts, outputs["trained"], strict=True))
+                row["logit_diff"] = sum(diff) / len(diff) if diff else 0.0
+                row["argmax_changed"] = sum(flips) / len(flips) if flips else 0.0
+            rows.append(row)
     rows.sort(key=lambda r: list(variants).index(r["variant"]))
     vectors = torch.cat([s.float().cpu() for s in trained if s is not None]) \
         if any(s is not None for s in trained) else torch.zeros(0, emb.shape[1])
@@ -105,37 +128,3 @@ def implicit_state_ablation(pipeline: TeacherAnswers, contexts: list[str], golds
             "token_embedding_norm": emb.norm(dim=-1).mean().item(),
             "question_token_norm": question_norms.mean().item(),
             "variants": rows, "outputs": outputs}
-
-
-def _ablate(pipeline: TeacherAnswers, variant: str, states: list[torch.Tensor | None],
-            encoded: list[tuple[list[int], list[int]]], gold_ids: list[list[int]],
-            golds: list[str], correct: Callable[[str, str], bool], max_new_tokens: int,
-            until: Sequence[str], outputs: dict[str, list[str]],
-            ref_logits: list[torch.Tensor], advance: Callable[..., None]) -> dict[str, Any]:
-    """One variant's row of :func:`implicit_state_ablation`; fills ``outputs[variant]`` (and
-    ``ref_logits`` for ``trained``, which runs first)."""
-    texts, hits, logp, diff, flips = [], [], [], [], []
-    for i, ((q_ids, p_ids), st, gids, gold) in enumerate(
-            zip(encoded, states, gold_ids, golds, strict=True)):
-        text, _ = pipeline.generate_from(q_ids, st, p_ids, max_new_tokens, list(until))
-        for stop in until:
-            text = text.split(stop)[0] if stop else text
-        texts.append(text)
-        hits.append(bool(correct(text, gold)))
-        lg = pipeline.answer_logits(q_ids, st, p_ids, gids).cpu()
-        logp.append(torch.log_softmax(lg, -1).gather(1, torch.tensor(gids)[:, None])
-                    .mean().item())
-        if variant == "trained":
-            ref_logits.append(lg)
-        elif ref_logits:
-            diff.append((lg - ref_logits[i]).abs().max().item())
-            flips.append((lg.argmax(-1) != ref_logits[i].argmax(-1)).float().mean().item())
-        advance(variant=variant)
-    outputs[variant] = texts
-    row: dict[str, Any] = {"variant": variant, "exact_match": sum(hits) / len(hits),
-                           "correct": sum(hits), "gold_logprob": sum(logp) / len(logp)}
-    if "trained" in outputs:
-        row["changed"] = sum(a != b for a, b in zip(texts, outputs["trained"], strict=True))
-        row["logit_diff"] = sum(diff) / len(diff) if diff else 0.0
-        row["argmax_changed"] = sum(flips) / len(flips) if flips else 0.0
-    return row
