@@ -65,6 +65,7 @@ from bench.errors import UsageError
 from methods.trainer_checkpoints import (
     RNG_FILE,
     STATE_FILE,
+    checkpoint_name,
     find_latest_checkpoint,
     load_checkpoint,
     rng_states,
@@ -277,7 +278,7 @@ class Trainer:
                     if micro:
                         self._step(micro, advance)
         if self.latest_checkpoint() is None or \
-                self.latest_checkpoint().name != f"step-{state['step']:08d}":
+                self.latest_checkpoint().name != checkpoint_name(state["step"]):
             self.save_checkpoint()
         # keep_fp32_wrapper=False: without it the returned model keeps accelerate's autocast
         # forward, so evaluation would silently run in bf16 while results record fp32.

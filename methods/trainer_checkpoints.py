@@ -156,6 +156,18 @@ def _drop_tied_copies(models: list[Any], weights: list[dict[str, Any]], output_d
                 seen.add(key)
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder name of step ``step``'s checkpoint."""
+    return f"step-{step:08d}"
+
+
+def finished(output_dir: Path, max_steps: int) -> bool:
+    """Whether a trainer writing into ``output_dir`` has trained all ``max_steps``: its
+    newest complete checkpoint is that step's (a rerun would only load it)."""
+    done = find_latest_checkpoint(Path(output_dir) / "checkpoints")
+    return done is not None and done.name == checkpoint_name(max_steps)
+
+
 def find_latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint under ``root`` (one with ``trainer_state.json``)."""
     done = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).exists())
@@ -170,7 +182,7 @@ def write_checkpoint(accelerator: Any, root: Path, state: dict[str, Any],
     state (``state`` plus ``cfg``) and the rename; older checkpoints beyond
     ``cfg.keep_checkpoints`` are removed.
     """
-    target = root / f"step-{state['step']:08d}"
+    target = root / checkpoint_name(state["step"])
     tmp = root / f".tmp-{target.name}"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)

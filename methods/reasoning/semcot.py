@@ -295,7 +295,7 @@ class SemCoT:
             run_key,
         )
         from methods.trainer import StepOutput, TrainConfig, Trainer, total_steps
-        from methods.trainer_checkpoints import find_latest_checkpoint
+        from methods.trainer_checkpoints import finished
 
         cfg = self.config(context.settings)
         teacher, tok = context.teacher, context.tokenizer
@@ -345,9 +345,8 @@ class SemCoT:
 
         def trained(name: str, n: int, epochs: int) -> bool:
             """Whether stage ``name`` has nothing left to train (or no steps at all)."""
-            done = find_latest_checkpoint(root / name / "checkpoints")
-            steps = total_steps(n, cfg.semcot_batch_size, epochs)
-            return epochs < 1 or (done is not None and done.name == f"step-{steps:08d}")
+            return epochs < 1 or finished(root / name,
+                                          total_steps(n, cfg.semcot_batch_size, epochs))
 
         def fit(module: nn.Module, params: list[nn.Parameter], step: Any, data: list[Any],
                 epochs: int, lr: float, wd: float, name: str) -> None:
