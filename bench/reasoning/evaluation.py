@@ -184,9 +184,11 @@ def evaluate(lm: TimedHFLM, task: str, *, include_path: Path | None, limit: int 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from bench.reasoning.lm_eval_tasks import quiet_datasets
+
     manager = (TaskManager(include_path=str(include_path), include_defaults=False)
                if include_path is not None else TaskManager())
-    with quiet_git_hash():
+    with quiet_git_hash(), quiet_datasets():
         results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
                                   num_fewshot=num_fewshot, log_samples=True,
                                   apply_chat_template=apply_chat_template,

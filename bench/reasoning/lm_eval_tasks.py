@@ -43,9 +43,10 @@ out of the training pool as its test split, under ``<root>/validation/<sha256>/`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,16 +214,33 @@ def _write_task(folder: Path, root: Path, name: str, train: Sequence[Problem],
                      + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
 
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """``datasets``' progress bars off while lm-eval builds a task's splits: it draws a
+    "Generating test split" bar per split of every local JSON file, which is noise in a
+    run's log (runs show their phases with bench's own bars). Restored afterwards."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
 def load_tasks(include_path: str | Path, names: Sequence[str]) -> dict[str, Any]:
     """``{name: lm-eval Task}`` for our local tasks (built-in lm-eval tasks not indexed)."""
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=str(include_path), include_defaults=False)
-    if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat {"tasks": {name: Task}, ...}
-        return dict(manager.load(list(names))["tasks"])
-    from lm_eval.tasks import get_task_dict  # older 0.4.x
+    with quiet_datasets():
+        if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat {"tasks": {name: Task}, ...}
+            return dict(manager.load(list(names))["tasks"])
+        from lm_eval.tasks import get_task_dict  # older 0.4.x
 
-    return dict(get_task_dict(list(names), manager))
+        return dict(get_task_dict(list(names), manager))
 
 
 def score_outputs(task: Any, outputs: Sequence[str]) -> list[dict[str, dict[str, Any]]]:

@@ -248,3 +248,18 @@ def test_lm_eval_task_scores_correct_and_wrong_outputs(lm_eval_tasks):
     scores = score_outputs(arith, [right, wrong])
     assert [s["strict-match"]["exact_match"] for s in scores] == [1.0, 0.0]
     assert [s["flexible-extract"]["exact_match"] for s in scores] == [1.0, 0.0]
+
+
+def test_building_the_local_tasks_prints_no_progress_bars(tmp_path, capfd):
+    # datasets draws a "Generating test split" bar per split it builds from our JSON files:
+    # noise in a run's log, which shows its phases with bench's own bars
+    from bench.reasoning.lm_eval_tasks import load_tasks, write_lm_eval_tasks
+
+    import datasets
+
+    include = write_lm_eval_tasks(tmp_path / "lm_eval", arith_sizes=[(3, 3)])
+    capfd.readouterr()
+    load_tasks(include, ["arith_3x3"])
+    captured = capfd.readouterr()
+    assert "Generating" not in captured.err + captured.out
+    assert not datasets.are_progress_bars_disabled()  # restored for the caller
