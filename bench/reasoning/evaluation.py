@@ -85,6 +85,24 @@ def quiet_git_hash() -> Iterator[None]:
         lm_eval.evaluator.get_git_commit_hash = original
 
 
+@contextlib.contextmanager
+def quiet_request_building() -> Iterator[None]:
+    """lm-eval's tqdm bar over the documents while it builds a task's requests off (it
+    draws one per evaluation, with no setting to turn it off; the generation that follows
+    has this suite's own bar, ``progress_label``)."""
+    import functools
+
+    import lm_eval.api.task
+    from tqdm import tqdm
+
+    original = lm_eval.api.task.tqdm
+    lm_eval.api.task.tqdm = functools.partial(tqdm, disable=True)
+    try:
+        yield
+    finally:
+        lm_eval.api.task.tqdm = original
+
+
 class TimedHFLM(HFLM):
     """HFLM that records ``{(task, doc_id): {"latency_s"?, "generated_tokens"}}``; items
     with ``doc_id < latency_items`` (all items for an ``answer_fn``) run one at a time and
@@ -188,7 +206,7 @@ def evaluate(lm: TimedHFLM, task: str, *, include_path: Path | None, limit: int 
 
     manager = (TaskManager(include_path=str(include_path), include_defaults=False)
                if include_path is not None else TaskManager())
-    with quiet_git_hash(), quiet_datasets():
+    with quiet_git_hash(), quiet_datasets(), quiet_request_building():
         results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit,
                                   num_fewshot=num_fewshot, log_samples=True,
                                   apply_chat_template=apply_chat_template,

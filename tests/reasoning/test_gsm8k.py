@@ -317,9 +317,12 @@ def _tiny_arith_model(path, n_test: int):
     return path
 
 
-def test_batched_answers_equal_batch_one_and_only_the_subset_is_timed(tmp_path):
+def test_batched_answers_equal_batch_one_and_only_the_subset_is_timed(tmp_path, capfd):
     """Accuracy batches must give batch 1's answers and token counts (greedy, left padding);
-    latency exists only for the first ``latency_items`` documents."""
+    latency exists only for the first ``latency_items`` documents. lm-eval draws none of its
+    own bars (dataset splits, request building): the log shows this suite's bar only."""
+    import lm_eval.api.task
+
     from bench.core.assets import load_causal_lm
     from bench.reasoning.evaluation import evaluate_model
     from bench.reasoning.suite import parse_dataset
@@ -328,10 +331,15 @@ def test_batched_answers_equal_batch_one_and_only_the_subset_is_timed(tmp_path):
     model, tok = load_causal_lm(str(path), dtype="float32")
     ds = parse_dataset("offline/arith-2x2")
     base = {"max_gen_toks": 24, "n_test": 7, "num_fewshot": None}
+    capfd.readouterr()
+    original_bar = lm_eval.api.task.tqdm
     one, p1 = evaluate_model(ds, {**base, "eval_batch_size": 1, "latency_items": 0}, model,
                              tok, "batch 1", 0, tmp_path)
     many, p4 = evaluate_model(ds, {**base, "eval_batch_size": 4, "latency_items": 2}, model,
                               tok, "batched", 0, tmp_path)
+    printed = capfd.readouterr()
+    assert "it/s" not in printed.err + printed.out and "Generating" not in printed.err
+    assert lm_eval.api.task.tqdm is original_bar  # put back
     assert [r["output"] for r in many] == [r["output"] for r in one]
     counts = [r["generated_tokens"] for r in one]
     assert [r["generated_tokens"] for r in many] == counts

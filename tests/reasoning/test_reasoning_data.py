@@ -253,9 +253,9 @@ def test_lm_eval_task_scores_correct_and_wrong_outputs(lm_eval_tasks):
 def test_building_the_local_tasks_prints_no_progress_bars(tmp_path, capfd):
     # datasets draws a "Generating test split" bar per split it builds from our JSON files:
     # noise in a run's log, which shows its phases with bench's own bars
-    from bench.reasoning.lm_eval_tasks import load_tasks, write_lm_eval_tasks
-
     import datasets
+
+    from bench.reasoning.lm_eval_tasks import load_tasks, write_lm_eval_tasks
 
     include = write_lm_eval_tasks(tmp_path / "lm_eval", arith_sizes=[(3, 3)])
     capfd.readouterr()
