@@ -127,11 +127,12 @@ def build_record(run: RunParts, dataset_id: str, category: str, items: list[Any]
         notes.append("LOSSLESS CHECK FAILED: some greedy outputs differ from plain "
                      "decoding (see config.identical)")
     if mode == "agreement":
+        # the same words in every category's record (the value is the token_agreement
+        # metric): a row's notes are joined over its records and should read once
         notes.append(f"{settings['dtype']} row: checked by token agreement with plain "
-                     f"{settings['dtype']} decoding (token_agreement = "
-                     f"{metrics['token_agreement']:.4f}), not by exactness: a batched "
-                     "verification forward may round differently from a one-token forward "
-                     "and flip a near-tied greedy token")
+                     f"{settings['dtype']} decoding (the token_agreement metric), not by "
+                     "exactness: a batched verification forward may round differently from "
+                     "a one-token forward and flip a near-tied greedy token")
     if check is not None and check["passed"] is False:
         notes.append(f"sampling check rejected the target distribution "
                      f"(p = {check['p_value']:.2g})")
