@@ -174,7 +174,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.suite import SUITES
 
     metadata = SUITES.entry(args.suite).meta["metadata"]
-    _check_preset(args.preset, metadata)
+    if args.preset is not None:
+        _check_preset(args.preset, metadata)
+    elif args.seeds is not None:  # the runs --seeds starts need one
+        args.preset = "default"
     if args.power is not None and not (math.isfinite(args.power) and args.power > 0):
         raise UsageError(f"--power {args.power}: expected a positive difference, e.g. 0.01")
     baseline = args.baseline or metadata.baseline
@@ -196,14 +199,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
                            {name: spec for spec, name in losses.items()})
     records = ResultStore(args.results).load(args.suite)
     if args.seeds is not None:
-        records = [r for r in records if r["seed"] < args.seeds and r["preset"] == args.preset]
+        records = [r for r in records if r["seed"] < args.seeds]
+    if args.preset is not None:
+        presets = sorted({r["preset"] for r in records})
+        records = [r for r in records if r["preset"] == args.preset]
+        if not records and presets:
+            raise UsageError(f"--preset {args.preset}: no results of suite {args.suite!r} "
+                             f"at this preset under {args.results} (presets with results: "
+                             f"{', '.join(presets)})")
     if not records:
         raise UsageError(f"no results for suite {args.suite!r} under {args.results}; "
                          f"run `bench run --suite {args.suite} ...` first")
     from bench.core.leaderboard.write import paired_model
 
     kwargs = dict(methods=args.methods, baseline=baseline, metric=args.metric,
-                  dataset=args.dataset, test=args.test, correction=args.correction,
+                  dataset=args.dataset, models=args.models, test=args.test, correction=args.correction,
                   power_delta=args.power,
                   paired_model=paired_model(args.suite, SUITES.entry(args.suite).meta))
     if args.json:

@@ -152,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--seeds", type=_positive_int,
                       help="use seeds 0..N-1 and run the missing ones first (`bench run` "
                       "with --preset; results go to --results)")
-    cmp_.add_argument("--preset", default="default",
-                      help="preset of the runs --seeds starts, and of the results compared")
+    cmp_.add_argument("--preset",
+                      help="only results of this preset, and the preset of the runs --seeds "
+                      "starts (default: every preset, rows named e.g. 'eagle [cpu-long]'; "
+                      "with --seeds: default)")
     cmp_.add_argument("--teacher", help="--teacher of the runs --seeds starts")
     cmp_.add_argument("--student", help="--student of the runs --seeds starts")
     cmp_.add_argument("--judge", help="--judge of the runs --seeds starts (align)")
@@ -167,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="KEY=VALUE", help="--set of the runs --seeds starts")
     cmp_.add_argument("--metric", help="metric (default: the suite's main score)")
     cmp_.add_argument("--dataset", help="only this dataset id")
+    cmp_.add_argument("--models", type=_comma_list,
+                      help="only rows of these models (exact names, a,b), e.g. to compare "
+                      "two drafts decoded the same way when the baseline ran with several")
     cmp_.add_argument("--test", choices=TESTS, default="auto",
                       help="auto (default): Welch t on seed means when a side has several "
                       "seeds, else item-paired (exact sign-flip up to 16 items, paired t "

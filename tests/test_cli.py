@@ -140,3 +140,45 @@ def test_compare_work_dir_is_checked_before_any_run_and_needs_seeds(capsys, tmp_
     assert main(["compare", "--suite", "instruct", "--methods", "fkl",
                  "--results", str(tmp_path), "--work-dir", str(tmp_path)]) == 2
     assert "--work-dir only applies with --seeds N" in capsys.readouterr().err
+
+
+def _results_at_presets(tmp_path, presets):
+    """The leaderboard fixture's records as the instruct suite's, once per preset."""
+    from pathlib import Path
+
+    from bench.core.results import ResultStore
+
+    fixtures = ResultStore(Path(__file__).parent / "fixtures" / "results").load()
+    store = ResultStore(tmp_path / "results")
+    for shift, preset in enumerate(presets):  # each preset's scores shifted by 0.1 more
+        for rec in fixtures:
+            if rec["method"] in ("bm25", "dear"):
+                metrics = {k: v + shift / 10 for k, v in rec["metrics"].items()}
+                store.write({**rec, "suite": "instruct", "preset": preset, "metrics": metrics},
+                            overwrite=True)
+    return store.root
+
+
+def test_compare_preset_keeps_only_that_presets_results(tmp_path, capsys):
+    results = _results_at_presets(tmp_path, ["default", "full"])
+
+    def compare(methods, *extra):
+        code, out, err = run_cli(capsys, "compare", "--suite", "instruct", "--methods", methods,
+                                 "--baseline", "bm25", "--dataset", "nfcorpus", "--results",
+                                 str(results), "--json", *extra)
+        return code, (json.loads(out) if code == 0 else err)
+
+    code, rows = compare("dear")  # every preset: plain "dear" is the default row
+    default = {d["method"]: d["mean"] for d in rows}
+    code, rows = compare("dear [full]")
+    assert code == 0 and {d["method"]: d["mean"] for d in rows}["dear [full]"] == \
+        pytest.approx(default["dear"] + 0.1)
+    code, rows = compare("dear", "--preset", "full")
+    assert code == 0 and [d["method"] for d in rows] == ["bm25", "dear"]
+    assert rows[1]["mean"] == pytest.approx(default["dear"] + 0.1)
+    assert rows[0]["mean"] == pytest.approx(default["bm25"] + 0.1)
+    assert rows[1]["p_value"] is not None
+    code, err = compare("dear", "--preset", "smoke")
+    assert code == 2 and err.count("\n") == 1
+    assert "--preset smoke: no results of suite 'instruct' at this preset" in err
+    assert "presets with results: default, full" in err

@@ -35,7 +35,8 @@ from bench.errors import UsageError
 
 
 def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
-                 metric: str | None = None, dataset: str | None = None, test: str = "auto",
+                 metric: str | None = None, dataset: str | None = None,
+                 models: list[str] | None = None, test: str = "auto",
                  alpha: float = 0.05, correction: str = "holm",
                  power_delta: float | None = None,
                  paired_model: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
@@ -52,6 +53,8 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
         if dataset not in known:
             raise UsageError(f"no results on dataset {dataset!r}; available: {', '.join(known)}")
         records = [r for r in records if r["dataset"]["id"] == dataset]
+    if models:
+        records = _only_models(records, models)
     # Within one preset (``bench compare`` picks one) methods go by their plain names; across
     # presets by the leaderboard's row names, e.g. "dear-p [cpu-long]".
     name = row_method if len({r.get("preset", "default") for r in records}) > 1 \
@@ -105,6 +108,18 @@ def compare_data(records: list[dict[str, Any]], *, methods: list[str], baseline:
     return rows
 
 
+def _only_models(records: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
+    """The records of ``models`` (exact names); a name without results is a usage error."""
+    known = sorted({r["model"] for r in records})
+    for m in models:
+        if m not in known:
+            close = difflib.get_close_matches(m, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"--models: no results for model {m!r}; {hint}models with "
+                             f"results: {', '.join(known)}")
+    return [r for r in records if r["model"] in models]
+
+
 def _power_plan(groups: dict[Any, list[dict[str, Any]]], s: Any, delta: float,
                 alpha: float) -> dict[str, Any]:
     """How many items (paired, one run each) and how many seeds per system (Welch on seed
@@ -135,13 +150,14 @@ def _power_plan(groups: dict[Any, list[dict[str, Any]]], s: Any, delta: float,
 
 
 def compare(records: list[dict[str, Any]], *, methods: list[str], baseline: str,
-            metric: str | None = None, dataset: str | None = None, test: str = "auto",
+            metric: str | None = None, dataset: str | None = None,
+            models: list[str] | None = None, test: str = "auto",
             alpha: float = 0.05, correction: str = "holm",
             power_delta: float | None = None,
             paired_model: Callable[[str], str] | None = None) -> str:
     """Markdown table for ``bench compare``: each method against ``baseline`` per dataset."""
     data = compare_data(records, methods=methods, baseline=baseline, metric=metric,
-                        dataset=dataset, test=test, alpha=alpha, correction=correction,
+                        dataset=dataset, models=models, test=test, alpha=alpha, correction=correction,
                         power_delta=power_delta, paired_model=paired_model)
     body = []
     for d in data:

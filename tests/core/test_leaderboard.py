@@ -540,3 +540,23 @@ def test_rows_from_different_teachers_are_flagged_per_dataset(records: list[dict
     assert "different teachers" not in md
     assert "Rows on nfcorpus from bm25 do not record their teacher's weights" in md
     assert "teacher" not in render_suite("toy", on_nf, baseline="bm25")  # none recorded
+
+
+def test_compare_models_picks_the_baseline_row_among_several(records: list[dict]) -> None:
+    """With two bm25 models and neither dear's, ``models`` names the baseline row to test
+    against (specbench: eagle decoded in bf16 with an 8k vocabulary, not eagle in fp32)."""
+    extra = [{**r, "model": "bm25-alt"} for r in records if r["method"] == "bm25"]
+    dear_model = next(r["model"] for r in records if r["method"] == "dear")
+    base_model = next(r["model"] for r in records if r["method"] == "bm25")
+    rows = compare_data(records + extra, methods=["dear"], baseline="bm25",
+                        models=[dear_model, "bm25-alt"], dataset="nfcorpus")
+    assert [(d["method"], d["model"]) for d in rows] == [("bm25", "bm25-alt"),
+                                                         ("dear", dear_model)]
+    assert rows[1]["baseline_model"] == "bm25-alt" and rows[1]["p_value"] is not None
+    chosen = compare_data(records + extra, methods=["dear"], baseline="bm25",
+                          models=[dear_model, base_model], dataset="nfcorpus")
+    assert chosen[1]["p_value"] == pytest.approx(
+        compare_data(records, methods=["dear"], baseline="bm25", dataset="nfcorpus")[1]["p_value"])
+    with pytest.raises(UsageError, match=re.escape("--models: no results for model 'bm25-al'; "
+                                                   "did you mean 'bm25-alt'?")):
+        compare_data(records + extra, methods=["dear"], baseline="bm25", models=["bm25-al"])
