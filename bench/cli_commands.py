@@ -213,8 +213,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.core.leaderboard.write import paired_model
 
     kwargs = dict(methods=args.methods, baseline=baseline, metric=args.metric,
-                  dataset=args.dataset, models=args.models, test=args.test, correction=args.correction,
-                  power_delta=args.power,
+                  dataset=args.dataset, models=args.models, test=args.test,
+                  correction=args.correction, power_delta=args.power,
                   paired_model=paired_model(args.suite, SUITES.entry(args.suite).meta))
     if args.json:
         print(json.dumps(compare_data(records, **kwargs), indent=2, sort_keys=True))

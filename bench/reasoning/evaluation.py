@@ -38,9 +38,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from lm_eval.models.huggingface import HFLM
 
+from bench.reasoning.lm_eval_tasks import quiet_datasets
 from bench.reasoning.problem import Problem
 
 AnswerFn = Callable[[str, int, list[str]], tuple[str, int]]
@@ -77,12 +79,8 @@ def quiet_git_hash() -> Iterator[None]:
     """lm-eval's evaluator asks git for a commit hash quietly while this is active."""
     import lm_eval.evaluator
 
-    original = lm_eval.evaluator.get_git_commit_hash
-    lm_eval.evaluator.get_git_commit_hash = _quiet_git_hash
-    try:
+    with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", _quiet_git_hash):
         yield
-    finally:
-        lm_eval.evaluator.get_git_commit_hash = original
 
 
 @contextlib.contextmanager
@@ -95,12 +93,8 @@ def quiet_request_building() -> Iterator[None]:
     import lm_eval.api.task
     from tqdm import tqdm
 
-    original = lm_eval.api.task.tqdm
-    lm_eval.api.task.tqdm = functools.partial(tqdm, disable=True)
-    try:
+    with mock.patch.object(lm_eval.api.task, "tqdm", functools.partial(tqdm, disable=True)):
         yield
-    finally:
-        lm_eval.api.task.tqdm = original
 
 
 class TimedHFLM(HFLM):
@@ -201,8 +195,6 @@ def evaluate(lm: TimedHFLM, task: str, *, include_path: Path | None, limit: int 
     matches, latency and generated tokens."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
-
-    from bench.reasoning.lm_eval_tasks import quiet_datasets
 
     manager = (TaskManager(include_path=str(include_path), include_defaults=False)
                if include_path is not None else TaskManager())
